@@ -1,0 +1,166 @@
+"""Service configuration: `config.toml` into frozen attrs classes, then environment overrides.
+
+Every key `key` of section `[section]` can be overridden by `FFSERVE_<SECTION>_<KEY>`
+(upper case), e.g. `FFSERVE_SERVER_PORT=9000`. Unknown keys, in the file or in the
+environment, are errors: a typo must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ffserve.errors import ValidationError
+from ffserve.schema import in_range, structure
+
+ENV_PREFIX = "FFSERVE_"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key."""
+
+
+@attrs.frozen
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = attrs.field(default=8080, validator=in_range(0, 65535))
+    http_port: int = attrs.field(default=8081, validator=in_range(0, 65535))
+    # trio-websocket reads the socket in chunks of this size; 4 KiB (its default) costs a
+    # Python round trip per 4 KiB of upload, so large uploads crawl.
+    receive_buffer_kb: int = attrs.field(default=256, validator=in_range(4, 16384))
+    outbound_queue: int = attrs.field(default=32, validator=in_range(1, 10000))
+    max_connections: int = attrs.field(default=4096, validator=in_range(1, 1_000_000))
+    handshake_timeout_s: float = attrs.field(default=10.0, validator=in_range(0.1, 3600))
+    drain_timeout_s: float = attrs.field(default=10.0, validator=in_range(0, 3600))
+
+
+@attrs.frozen
+class JobsConfig:
+    max_concurrent: int = attrs.field(default=2, validator=in_range(1, 1024))
+    queue_limit: int = attrs.field(default=64, validator=in_range(0, 100_000))
+    timeout_s: float = attrs.field(default=600.0, validator=in_range(0.1, 86400))
+    input_timeout_s: float = attrs.field(default=120.0, validator=in_range(0.1, 86400))
+    per_connection_limit: int = attrs.field(default=64, validator=in_range(1, 100_000))
+
+
+@attrs.frozen
+class LimitsConfig:
+    max_upload_mb: float = attrs.field(default=512.0, validator=in_range(0.001, 1_000_000))
+    max_message_mb: float = attrs.field(default=256.0, validator=in_range(0.001, 4096))
+    max_output_mb: float = attrs.field(default=2048.0, validator=in_range(0.001, 1_000_000))
+    max_duration_s: float = attrs.field(default=4 * 3600.0, validator=in_range(1, 1e7))
+    max_width: int = attrs.field(default=7680, validator=in_range(16, 65536))
+    max_height: int = attrs.field(default=4320, validator=in_range(16, 65536))
+
+
+@attrs.frozen
+class FFmpegConfig:
+    ffmpeg: str = "ffmpeg"
+    ffprobe: str = "ffprobe"
+    threads: int = attrs.field(default=0, validator=in_range(0, 256))
+    kill_grace_s: float = attrs.field(default=0.5, validator=in_range(0, 60))
+
+
+@attrs.frozen
+class StorageConfig:
+    temp_dir: str = ""
+
+
+@attrs.frozen
+class SecurityConfig:
+    allow_private_urls: bool = False
+    url_connect_timeout_s: float = attrs.field(default=10.0, validator=in_range(0.1, 600))
+    url_read_timeout_s: float = attrs.field(default=30.0, validator=in_range(0.1, 3600))
+    url_max_redirects: int = attrs.field(default=5, validator=in_range(0, 20))
+
+
+@attrs.frozen
+class Config:
+    server: ServerConfig = ServerConfig()
+    jobs: JobsConfig = JobsConfig()
+    limits: LimitsConfig = LimitsConfig()
+    ffmpeg: FFmpegConfig = FFmpegConfig()
+    storage: StorageConfig = StorageConfig()
+    security: SecurityConfig = SecurityConfig()
+
+    @classmethod
+    def load(cls, path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+        """Read `path` (if given), apply `FFSERVE_*` overrides from `env`, validate.
+
+        Errors: ConfigError naming the file and key.
+        """
+        data: dict[str, Any] = {}
+        if path is not None:
+            try:
+                data = tomllib.loads(path.read_text(encoding="utf-8"))
+            except OSError as exc:
+                raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        return cls.from_dict(data, os.environ if env is None else env, source=str(path or "defaults"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], env: Mapping[str, str], source: str = "") -> Config:
+        data = {section: dict(values) if isinstance(values, dict) else values
+                for section, values in data.items()}
+        for name, raw in env.items():
+            if name.startswith(ENV_PREFIX):
+                section, key, value = _env_override(name, raw)
+                data.setdefault(section, {})[key] = value
+        try:
+            return structure(data, cls)
+        except ValidationError as exc:
+            where = (exc.field or "$").removeprefix("$.")
+            raise ConfigError(f"{source}: bad config key {where}: {exc.message}") from None
+
+    def replace(self, section: str, **changes: Any) -> Config:
+        """A copy with some keys of one section changed (CLI flags, tests)."""
+        return attrs.evolve(self, **{section: attrs.evolve(getattr(self, section), **changes)})
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.limits.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_message_bytes(self) -> int:
+        return int(self.limits.max_message_mb * 1024 * 1024)
+
+    @property
+    def max_output_bytes(self) -> int:
+        return int(self.limits.max_output_mb * 1024 * 1024)
+
+
+def _env_override(name: str, raw: str) -> tuple[str, str, Any]:
+    """Map `FFSERVE_JOBS_TIMEOUT_S=30` to ("jobs", "timeout_s", 30.0)."""
+    rest = name[len(ENV_PREFIX):].lower()
+    for section in attrs.fields(attrs.resolve_types(Config)):
+        prefix = section.name + "_"
+        if rest.startswith(prefix):
+            key = rest[len(prefix):]
+            fields = {f.name: f for f in attrs.fields(attrs.resolve_types(section.type))}
+            if key in fields:
+                return section.name, key, _parse_env_value(name, raw, fields[key].type)
+    raise ConfigError(f"unknown environment override {name}")
+
+
+def _parse_env_value(name: str, raw: str, kind: Any) -> Any:
+    try:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+    return raw

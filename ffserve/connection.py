@@ -1,0 +1,160 @@
+"""One WebSocket connection: a reader, a writer, and a task per job, in one nursery.
+
+The reader decodes frames and routes uploads to their job; it never waits on a job.
+The writer drains the connection's bounded `Outbox`. When the client goes away the
+nursery is cancelled, which ends every job of this connection (and nothing else).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import attrs
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+
+from ffserve.errors import AdmissionError, ErrorCode, FFserveError, ProtocolError
+from ffserve.fetch import check_url
+from ffserve.framing import decode_binary
+from ffserve.job import Job, run_job
+from ffserve.messages import (
+    Ack,
+    CancelJob,
+    Error,
+    Ping,
+    Pong,
+    StartJob,
+    UrlInput,
+    decode_client_message,
+    job_id_of,
+)
+from ffserve.options import parse_options
+from ffserve.outbox import Frame, Outbox
+from ffserve.services import Services
+from ffserve.state import JobState
+
+log = logging.getLogger(__name__)
+
+
+@attrs.define(eq=False)
+class Connection:
+    services: Services
+    outbox: Outbox
+    nursery: trio.Nursery
+    jobs: dict[str, Job] = attrs.Factory(dict)
+
+    async def on_text(self, text: str) -> None:
+        try:
+            message = decode_client_message(text)
+        except FFserveError as exc:
+            exc.job_id = exc.job_id or job_id_of(text)
+            raise
+        if isinstance(message, StartJob):
+            await self.start_job(message)
+        elif isinstance(message, CancelJob):
+            self.cancel_job(message)
+        else:
+            assert isinstance(message, Ping)
+            await self.outbox.send(Pong())
+
+    async def start_job(self, message: StartJob) -> None:
+        job_id = message.job_id
+        services = self.services
+        try:
+            if job_id in self.jobs:
+                raise AdmissionError(f"job {job_id!r} is already active on this connection",
+                                     code=ErrorCode.DUPLICATE_JOB)
+            options = parse_options(message.operation, message.options)
+            if isinstance(message.input, UrlInput):
+                check_url(message.input.url)
+            if services.draining:
+                raise AdmissionError("server is shutting down", code=ErrorCode.SHUTTING_DOWN)
+            if len(self.jobs) >= services.config.jobs.per_connection_limit:
+                raise AdmissionError("too many active jobs on this connection",
+                                     code=ErrorCode.BUSY)
+            services.pool.admit()
+        except FFserveError as exc:
+            exc.job_id = job_id
+            raise
+        job = Job(job_id, message.operation, options, message.input, owner=self)
+        self.jobs[job_id] = job
+        await self.outbox.send(Ack(job_id, f"{message.operation} job accepted"))
+        self.nursery.start_soon(self._job_task, job)
+
+    async def _job_task(self, job: Job) -> None:
+        try:
+            await run_job(job, self.services, self.outbox)
+        finally:
+            del self.jobs[job.job_id]
+            self.services.pool.discharge()
+
+    def cancel_job(self, message: CancelJob) -> None:
+        job = self.jobs.get(message.job_id)
+        if job is None:
+            raise FFserveError(f"no active job {message.job_id!r} on this connection",
+                               code=ErrorCode.CANCEL_FAILED, job_id=message.job_id)
+        if job.state in (JobState.DELIVERING, JobState.DONE):
+            raise FFserveError(f"job {message.job_id!r} has already finished processing",
+                               code=ErrorCode.CANCEL_FAILED, job_id=message.job_id)
+        job.cancel()
+
+    def on_binary(self, data: bytes) -> None:
+        frame = decode_binary(data)
+        job = self.jobs.get(frame.job_id)
+        if job is None:
+            raise ProtocolError(f"binary frame for unknown job {frame.job_id!r}",
+                                code=ErrorCode.INVALID_BINARY, job_id=frame.job_id)
+        job.accept_upload(frame)
+
+
+async def serve_connection(request: WebSocketRequest, services: Services) -> None:
+    """The handler for one WebSocket request; returns when the client has gone."""
+    config = services.config
+    if services.metrics.connections >= config.server.max_connections:
+        await request.reject(503, body=b"too many connections")
+        return
+    ws = await request.accept()
+    services.metrics.connections += 1
+    outbox, outgoing = Outbox.open(config.server.outbound_queue)
+    try:
+        async with trio.open_nursery() as nursery:
+            connection = Connection(services, outbox, nursery)
+            nursery.start_soon(_write, ws, outgoing, nursery.cancel_scope)
+            await _read(ws, connection)
+            nursery.cancel_scope.cancel()
+    except Exception:
+        # One client's failure must never reach the server's nursery.
+        log.exception("connection ended by an unexpected error")
+    finally:
+        services.metrics.connections -= 1
+
+
+async def _read(ws: WebSocketConnection, connection: Connection) -> None:
+    while True:
+        try:
+            data = await ws.get_message()
+        except ConnectionClosed:
+            return
+        try:
+            if isinstance(data, str):
+                await connection.on_text(data)
+            else:
+                connection.on_binary(data)
+        except FFserveError as exc:
+            await connection.outbox.send(Error(exc.code, exc.message, exc.job_id, exc.details))
+        except Exception:
+            # A bug must cost this message, not the server or the connection.
+            log.exception("error handling a client message")
+            await connection.outbox.send(
+                Error(ErrorCode.INTERNAL_ERROR, "internal error handling the message"))
+
+
+async def _write(ws: WebSocketConnection, outgoing: trio.MemoryReceiveChannel[Frame],
+                 connection_scope: trio.CancelScope) -> None:
+    async with outgoing:
+        async for frame in outgoing:
+            try:
+                await ws.send_message(frame)
+            except ConnectionClosed:
+                connection_scope.cancel()  # the client is gone: so are its jobs
+                return

@@ -1,0 +1,218 @@
+"""One job's life: input -> probe -> plan -> worker slot -> FFmpeg -> verify -> deliver.
+
+A job runs in its own task under its own `CancelScope`, owned by the `Job`. Cancelling
+the job (cancel_job), its timeout, or the connection going away all end that scope;
+FFmpeg is then terminated and reaped by `run_ffmpeg`, and the job's dir is removed by
+`job_dir`, before the task returns.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from ffserve.errors import ErrorCode, FFserveError, JobError, ProtocolError
+from ffserve.fetch import FetchPolicy, fetch_to_file
+from ffserve.framing import BinaryFrame, encode_header
+from ffserve.media import MediaInfo, output_metadata, parse_probe, probe_args
+from ffserve.messages import Completed, Error, Input, Progress, UploadInput, UrlInput
+from ffserve.ops import Plan, Source, build_plan, ffmpeg_prefix
+from ffserve.options import Options
+from ffserve.outbox import Outbox
+from ffserve.process import ProcessFailed, run_capture, run_ffmpeg, summarize
+from ffserve.progress import ProgressParser, Throttle
+from ffserve.services import Services
+from ffserve.state import JobState, check_transition
+from ffserve.workspace import job_dir
+
+PROGRESS_INTERVAL_S = 0.25
+
+
+@attrs.define(eq=False)
+class Job:
+    job_id: str
+    operation: str
+    options: Options
+    input: Input
+    owner: object
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    state: JobState = JobState.RECEIVING
+    cancel_requested: bool = False
+    uploads_expected: int = 0
+    uploads_received: int = 0
+    _uploads: tuple[trio.MemorySendChannel[BinaryFrame], trio.MemoryReceiveChannel[BinaryFrame]] \
+        = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.uploads_expected = 1 if isinstance(self.input, UploadInput) else 0
+        self._uploads = trio.open_memory_channel[BinaryFrame](max(self.uploads_expected, 1))
+
+    def advance(self, state: JobState) -> None:
+        self.state = check_transition(self.state, state)
+
+    def accept_upload(self, frame: BinaryFrame) -> None:
+        """Route a binary frame to this job. Never blocks.
+
+        Errors: ProtocolError(INVALID_BINARY) when the job is not waiting for an upload.
+        """
+        if self.state is not JobState.RECEIVING or self.uploads_received >= self.uploads_expected:
+            raise ProtocolError(
+                f"job {self.job_id!r} is not waiting for an upload"
+                + ("" if self.uploads_expected else " (its input is a URL)"),
+                code=ErrorCode.INVALID_BINARY, job_id=self.job_id)
+        self.uploads_received += 1
+        self._uploads[0].send_nowait(frame)
+
+    def cancel(self) -> None:
+        self.cancel_requested = True
+        self.scope.cancel()
+
+
+async def run_job(job: Job, services: Services, outbox: Outbox) -> None:
+    """Run `job` to the end, reporting the outcome to the client. Never raises FFserveError.
+
+    Cancellation: a client cancel is reported as JOB_CANCELLED; any other cancellation
+    (disconnect, shutdown) propagates after cleanup.
+    """
+    metrics = services.metrics
+    metrics.count("jobs_started")
+    try:
+        with job.scope:
+            try:
+                await _work(job, services, outbox)
+                metrics.count("jobs_completed")
+            except FFserveError as exc:
+                metrics.count("jobs_failed")
+                await outbox.send(Error(exc.code, exc.message, job.job_id, exc.details))
+        if job.scope.cancelled_caught and job.cancel_requested:
+            metrics.count("jobs_cancelled")
+            await outbox.send(Error(ErrorCode.JOB_CANCELLED, "job cancelled", job.job_id))
+    finally:
+        job.state = JobState.DONE
+
+
+async def _work(job: Job, services: Services, outbox: Outbox) -> None:
+    config = services.config
+    async with job_dir(services.workspace) as workdir:
+        try:
+            with trio.fail_after(config.jobs.input_timeout_s):
+                sources = await _receive_input(job, services, workdir)
+        except trio.TooSlowError:
+            raise JobError(f"input not complete within {config.jobs.input_timeout_s:g} s",
+                           code=ErrorCode.TIMEOUT) from None
+        plan = build_plan(job.operation, job.options, sources, workdir)
+        job.advance(JobState.QUEUED)
+        outbox.offer(Progress(job.job_id, 0.0, "queued"))
+        async with services.pool.slot(job.owner):
+            job.advance(JobState.RUNNING)
+            await _run(job, services, outbox, plan, workdir)
+        job.advance(JobState.DELIVERING)
+        await _deliver(job, services, outbox, plan)
+        job.advance(JobState.DONE)
+
+
+async def _receive_input(job: Job, services: Services, workdir: Path) -> list[Source]:
+    config = services.config
+    if isinstance(job.input, UrlInput):
+        path = workdir / "input"
+        policy = FetchPolicy(config.security.allow_private_urls, config.max_upload_bytes,
+                             config.security.url_max_redirects)
+        await fetch_to_file(services.http, job.input.url, path, policy)
+        name = job.input.url.rsplit("/", 1)[-1].split("?", 1)[0]
+        paths = [(path, name)]
+    else:
+        paths = []
+        for n in range(job.uploads_expected):
+            frame = await job._uploads[1].receive()
+            path = workdir / (f"input_{n:02d}" if job.uploads_expected > 1 else "input")
+            async with await trio.open_file(path, "wb") as out:
+                await out.write(frame.payload)
+            paths.append((path, frame.filename))
+    return [Source(path, await probe(services, path), name) for path, name in paths]
+
+
+async def _ffprobe(services: Services, path: Path, *, ours: bool) -> MediaInfo:
+    config = services.config
+    raw = await run_capture(probe_args(config.ffmpeg.ffprobe, path, ours=ours),
+                            grace=config.ffmpeg.kill_grace_s)
+    return parse_probe(raw)
+
+
+async def probe(services: Services, path: Path) -> MediaInfo:
+    """Probe an untrusted input. Errors: JobError(INVALID_MEDIA | TOO_LARGE)."""
+    config = services.config
+    try:
+        info = await _ffprobe(services, path, ours=False)
+    except ProcessFailed:
+        raise JobError("the input is not a media file of a supported format",
+                       code=ErrorCode.INVALID_MEDIA) from None
+    if not any(s.kind in ("video", "audio", "subtitle") for s in info.streams):
+        raise JobError("the input has no audio, video or subtitle stream",
+                       code=ErrorCode.INVALID_MEDIA)
+    limits = config.limits
+    if info.duration is not None and info.duration > limits.max_duration_s:
+        raise JobError(f"input lasts {info.duration:.0f} s; the limit is {limits.max_duration_s:g} s",
+                       code=ErrorCode.TOO_LARGE)
+    for stream in info.streams:
+        if (stream.width or 0) > limits.max_width or (stream.height or 0) > limits.max_height:
+            raise JobError(f"input is {stream.width}x{stream.height}; the limit is "
+                           f"{limits.max_width}x{limits.max_height}", code=ErrorCode.TOO_LARGE)
+    return info
+
+
+async def _run(job: Job, services: Services, outbox: Outbox, plan: Plan, workdir: Path) -> None:
+    config = services.config
+    parser = ProgressParser(plan.expected_duration)
+    throttle = Throttle(PROGRESS_INTERVAL_S)
+    outbox.offer(Progress(job.job_id, 0.0, plan.stage))
+    throttle.ready(trio.current_time())
+
+    def report(percentage: float) -> None:
+        if throttle.ready(trio.current_time()):
+            outbox.offer(Progress(job.job_id, percentage, plan.stage))
+
+    args = [*ffmpeg_prefix(config.ffmpeg.ffmpeg, config.ffmpeg.threads), *plan.args]
+    try:
+        with trio.fail_after(config.jobs.timeout_s):
+            await run_ffmpeg(args, parser=parser, on_progress=report,
+                             grace=config.ffmpeg.kill_grace_s)
+    except trio.TooSlowError:
+        raise JobError(f"job took longer than {config.jobs.timeout_s:g} s",
+                       code=ErrorCode.TIMEOUT) from None
+    except ProcessFailed as exc:
+        summary = summarize(exc.stderr_tail.encode(), scrub=[str(workdir), str(services.workspace)])
+        raise JobError(f"FFmpeg could not process the input: {summary}" if summary
+                       else "FFmpeg could not process the input") from None
+    await outbox.send(Progress(job.job_id, 100.0, plan.stage))
+
+
+async def _deliver(job: Job, services: Services, outbox: Outbox, plan: Plan) -> None:
+    limit = services.config.max_message_bytes
+    metadata: list[dict[str, Any]] = []
+    for output in plan.outputs:
+        info = await _verify(services, output.path)
+        meta = output_metadata(info, output.container)
+        if meta["size_bytes"] > limit:
+            raise JobError(f"output is {meta['size_bytes']} bytes, over the "
+                           f"{limit}-byte message limit", code=ErrorCode.TOO_LARGE)
+        metadata.append({"filename": output.filename, **meta})
+    first = metadata[0]
+    await outbox.send(Completed(job.job_id, first, "binary",
+                                f"{job.operation} completed: {first['filename']}"))
+    for output in plan.outputs:
+        async with await trio.open_file(output.path, "rb") as f:
+            data = await f.read()
+        await outbox.send_binary(encode_header(job.job_id, output.filename) + data)
+
+
+async def _verify(services: Services, path: Path) -> MediaInfo:
+    """Probe an output: FFmpeg exiting 0 does not prove it wrote something playable."""
+    if not path.exists() or path.stat().st_size == 0:
+        raise JobError("FFmpeg produced no output for this input and these options")
+    try:
+        return await _ffprobe(services, path, ours=True)
+    except (ProcessFailed, JobError):
+        raise JobError("FFmpeg produced an unreadable output") from None

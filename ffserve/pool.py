@@ -1,0 +1,105 @@
+"""The worker pool: admission control, and fair hand-out of FFmpeg slots.
+
+Admission is counted from `start_job` until the job ends; more than `capacity +
+queue_limit` admitted jobs is BUSY. Slots are handed out round-robin across owners
+(connections), FIFO within one owner, so one client with fifty queued jobs cannot
+starve another client's single job. A plain `trio.CapacityLimiter` is FIFO across
+everybody, which is exactly that starvation.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Hashable
+from contextlib import asynccontextmanager
+
+import attrs
+import trio
+
+from ffserve.errors import AdmissionError, ErrorCode
+
+
+@attrs.define(eq=False)
+class _Waiter:
+    owner: Hashable
+    event: trio.Event = attrs.Factory(trio.Event)
+
+
+@attrs.define(eq=False)
+class WorkerPool:
+    capacity: int
+    queue_limit: int
+    running: int = 0
+    admitted: int = 0
+    _queues: OrderedDict[Hashable, deque[_Waiter]] = attrs.Factory(OrderedDict)
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+    @property
+    def queued(self) -> int:
+        """Admitted jobs not holding a slot (receiving input or waiting for a worker)."""
+        return self.admitted - self.running
+
+    @property
+    def full(self) -> bool:
+        return self.admitted >= self.capacity + self.queue_limit
+
+    def admit(self) -> None:
+        """Count a job against the admission queue; `discharge` when it ends.
+
+        Errors: AdmissionError(BUSY) when the queue is full.
+        """
+        if self.full:
+            raise AdmissionError(
+                f"server busy: {self.running} jobs running and {self.queued} queued; retry later",
+                code=ErrorCode.BUSY)
+        self.admitted += 1
+
+    def discharge(self) -> None:
+        self.admitted -= 1
+
+    @asynccontextmanager
+    async def slot(self, owner: Hashable) -> AsyncIterator[None]:
+        """Hold one of `capacity` worker slots, waiting fairly for it.
+
+        Cancellation: a waiter cancelled before it is handed a slot leaves the queue; one
+        cancelled just after being handed a slot passes it on.
+        """
+        if self.running < self.capacity and not self._queues:
+            self.running += 1
+        else:
+            waiter = _Waiter(owner)
+            self._queues.setdefault(owner, deque()).append(waiter)
+            try:
+                await waiter.event.wait()
+            except BaseException:
+                if waiter.event.is_set():
+                    self._release()
+                else:
+                    self._forget(waiter)
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _forget(self, waiter: _Waiter) -> None:
+        queue = self._queues[waiter.owner]
+        queue.remove(waiter)
+        if not queue:
+            del self._queues[waiter.owner]
+
+    def _release(self) -> None:
+        """Give the freed slot to the next owner in turn, or put it back."""
+        if not self._queues:
+            self.running -= 1
+            return
+        owner, queue = next(iter(self._queues.items()))
+        waiter = queue.popleft()
+        # The owner goes to the back of the line: round-robin between owners.
+        del self._queues[owner]
+        if queue:
+            self._queues[owner] = queue
+        waiter.event.set()  # the slot passes straight to the waiter; `running` is unchanged

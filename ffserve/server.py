@@ -1,0 +1,103 @@
+"""The top of the nursery tree: HTTP endpoint, WebSocket listener, connections, drain.
+
+    serve(config)
+     |- serve_http            /health /ready /metrics
+     |- serve_websocket       accepts connections into `connections` (a nursery we own)
+     '- connections           one `serve_connection` per client (see connection.py)
+
+Shutdown: `shutdown.set()` (the CLI does it on SIGINT/SIGTERM) stops new jobs
+(SHUTTING_DOWN, /ready 503), lets admitted jobs finish for up to `drain_timeout_s`,
+then cancels everything: FFmpeg children are terminated and reaped and every temp dir
+removed before `serve` returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+
+import attrs
+import httpx
+import trio
+from trio_websocket import WebSocketRequest, WebSocketServer, serve_websocket
+
+from ffserve.config import Config
+from ffserve.connection import serve_connection
+from ffserve.http import serve_http
+from ffserve.pool import WorkerPool
+from ffserve.services import Services
+from ffserve.workspace import open_workspace
+
+log = logging.getLogger(__name__)
+DRAIN_POLL_S = 0.05
+
+
+@attrs.frozen
+class Endpoints:
+    host: str
+    port: int
+    http_port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}/"
+
+
+def ffmpeg_version(ffmpeg: str) -> str:
+    """The first line of `ffmpeg -version`. Errors: RuntimeError if FFmpeg cannot run."""
+    try:
+        out = subprocess.run([ffmpeg, "-version"], capture_output=True, check=True, timeout=10)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise RuntimeError(f"cannot run FFmpeg at {ffmpeg!r}: {exc}") from None
+    words = out.stdout.decode(errors="replace").split()
+    return words[2] if len(words) > 2 else "unknown"
+
+
+async def serve(config: Config, *, shutdown: trio.Event | None = None,
+                task_status: trio.TaskStatus[Endpoints] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run the service until cancelled or until `shutdown` is set (then drain first)."""
+    version = await trio.to_thread.run_sync(ffmpeg_version, config.ffmpeg.ffmpeg)
+    security = config.security
+    timeout = httpx.Timeout(security.url_read_timeout_s, connect=security.url_connect_timeout_s)
+    async with (
+        httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as http,
+        open_workspace(config.storage.temp_dir) as root,
+    ):
+        pool = WorkerPool(config.jobs.max_concurrent, config.jobs.queue_limit)
+        services = Services(config, pool, http, root, version)
+        server = config.server
+
+        async def handler(request: WebSocketRequest) -> None:
+            await serve_connection(request, services)
+
+        async with trio.open_nursery() as top:
+            http_port = await top.start(serve_http, services, server.host, server.http_port)
+            async with trio.open_nursery() as connections:
+                listener = trio.CancelScope()
+
+                async def listen(*, task_status: trio.TaskStatus[WebSocketServer]) -> None:
+                    with listener:
+                        await serve_websocket(
+                            handler, server.host, server.port, None,
+                            handler_nursery=connections,
+                            max_message_size=max(config.max_message_bytes,
+                                                 config.max_upload_bytes + 65536),
+                            receive_buffer_size=server.receive_buffer_kb * 1024,
+                            connect_timeout=server.handshake_timeout_s,
+                            task_status=task_status)
+
+                port = (await top.start(listen)).port
+                endpoints = Endpoints(server.host, port, http_port)
+                log.info("ffserve listening on %s (HTTP on port %d)", endpoints.url, http_port)
+                task_status.started(endpoints)
+                if shutdown is None:
+                    await trio.sleep_forever()
+                await shutdown.wait()
+                services.draining = True
+                listener.cancel()
+                with trio.move_on_after(server.drain_timeout_s):
+                    while pool.admitted:
+                        await trio.sleep(DRAIN_POLL_S)
+                connections.cancel_scope.cancel()
+            top.cancel_scope.cancel()

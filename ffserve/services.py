@@ -1,0 +1,23 @@
+"""What every connection and job shares for the life of the server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import httpx
+
+from ffserve.config import Config
+from ffserve.metrics import Metrics
+from ffserve.pool import WorkerPool
+
+
+@attrs.define(eq=False)
+class Services:
+    config: Config
+    pool: WorkerPool
+    http: httpx.AsyncClient
+    workspace: Path
+    ffmpeg_version: str
+    metrics: Metrics = attrs.Factory(Metrics)
+    draining: bool = False
