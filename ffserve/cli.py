@@ -20,8 +20,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--version", action="version", version=f"ffserve {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("serve", help="run the service")
-    run.add_argument("--config", type=Path, default=None,
-                     help="TOML config (default: ./config.toml if it exists)")
+    run.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML config (default: ./config.toml if it exists)",
+    )
     run.add_argument("--host", help="override [server] host")
     run.add_argument("--port", type=int, help="override [server] port")
     run.add_argument("--http-port", type=int, help="override [server] http_port")
@@ -34,8 +38,11 @@ def load_config(args: argparse.Namespace) -> Config:
     if path is None and Path("config.toml").is_file():
         path = Path("config.toml")
     config = Config.load(path)
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port),
-                                   ("http_port", args.http_port)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (("host", args.host), ("port", args.port), ("http_port", args.http_port))
+        if v is not None
+    }
     return config.replace("server", **overrides) if overrides else config
 
 
@@ -43,6 +50,7 @@ async def serve_until_signalled(config: Config) -> None:
     """First SIGINT/SIGTERM drains and stops; a second one stops at once."""
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
+
         async def watch_signals() -> None:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for _ in signals:
@@ -59,8 +67,9 @@ async def serve_until_signalled(config: Config) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         config = load_config(args)
     except ConfigError as exc:

@@ -102,12 +102,16 @@ class Config:
                 raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-        return cls.from_dict(data, os.environ if env is None else env, source=str(path or "defaults"))
+        return cls.from_dict(
+            data, os.environ if env is None else env, source=str(path or "defaults")
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], env: Mapping[str, str], source: str = "") -> Config:
-        data = {section: dict(values) if isinstance(values, dict) else values
-                for section, values in data.items()}
+        data = {
+            section: dict(values) if isinstance(values, dict) else values
+            for section, values in data.items()
+        }
         for name, raw in env.items():
             if name.startswith(ENV_PREFIX):
                 section, key, value = _env_override(name, raw)
@@ -137,12 +141,13 @@ class Config:
 
 def _env_override(name: str, raw: str) -> tuple[str, str, Any]:
     """Map `FFSERVE_JOBS_TIMEOUT_S=30` to ("jobs", "timeout_s", 30.0)."""
-    rest = name[len(ENV_PREFIX):].lower()
+    rest = name[len(ENV_PREFIX) :].lower()
     for section in attrs.fields(attrs.resolve_types(Config)):
         prefix = section.name + "_"
         if rest.startswith(prefix):
-            key = rest[len(prefix):]
-            fields = {f.name: f for f in attrs.fields(attrs.resolve_types(section.type))}
+            key = rest[len(prefix) :]
+            section_type: Any = section.type
+            fields = {f.name: f for f in attrs.fields(attrs.resolve_types(section_type))}
             if key in fields:
                 return section.name, key, _parse_env_value(name, raw, fields[key].type)
     raise ConfigError(f"unknown environment override {name}")

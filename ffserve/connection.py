@@ -62,16 +62,17 @@ class Connection:
         services = self.services
         try:
             if job_id in self.jobs:
-                raise AdmissionError(f"job {job_id!r} is already active on this connection",
-                                     code=ErrorCode.DUPLICATE_JOB)
+                raise AdmissionError(
+                    f"job {job_id!r} is already active on this connection",
+                    code=ErrorCode.DUPLICATE_JOB,
+                )
             options = parse_options(message.operation, message.options)
             if isinstance(message.input, UrlInput):
                 check_url(message.input.url)
             if services.draining:
                 raise AdmissionError("server is shutting down", code=ErrorCode.SHUTTING_DOWN)
             if len(self.jobs) >= services.config.jobs.per_connection_limit:
-                raise AdmissionError("too many active jobs on this connection",
-                                     code=ErrorCode.BUSY)
+                raise AdmissionError("too many active jobs on this connection", code=ErrorCode.BUSY)
             services.pool.admit()
         except FFserveError as exc:
             exc.job_id = job_id
@@ -91,19 +92,28 @@ class Connection:
     def cancel_job(self, message: CancelJob) -> None:
         job = self.jobs.get(message.job_id)
         if job is None:
-            raise FFserveError(f"no active job {message.job_id!r} on this connection",
-                               code=ErrorCode.CANCEL_FAILED, job_id=message.job_id)
+            raise FFserveError(
+                f"no active job {message.job_id!r} on this connection",
+                code=ErrorCode.CANCEL_FAILED,
+                job_id=message.job_id,
+            )
         if job.state in (JobState.DELIVERING, JobState.DONE):
-            raise FFserveError(f"job {message.job_id!r} has already finished processing",
-                               code=ErrorCode.CANCEL_FAILED, job_id=message.job_id)
+            raise FFserveError(
+                f"job {message.job_id!r} has already finished processing",
+                code=ErrorCode.CANCEL_FAILED,
+                job_id=message.job_id,
+            )
         job.cancel()
 
     def on_binary(self, data: bytes) -> None:
         frame = decode_binary(data)
         job = self.jobs.get(frame.job_id)
         if job is None:
-            raise ProtocolError(f"binary frame for unknown job {frame.job_id!r}",
-                                code=ErrorCode.INVALID_BINARY, job_id=frame.job_id)
+            raise ProtocolError(
+                f"binary frame for unknown job {frame.job_id!r}",
+                code=ErrorCode.INVALID_BINARY,
+                job_id=frame.job_id,
+            )
         job.accept_upload(frame)
 
 
@@ -146,11 +156,15 @@ async def _read(ws: WebSocketConnection, connection: Connection) -> None:
             # A bug must cost this message, not the server or the connection.
             log.exception("error handling a client message")
             await connection.outbox.send(
-                Error(ErrorCode.INTERNAL_ERROR, "internal error handling the message"))
+                Error(ErrorCode.INTERNAL_ERROR, "internal error handling the message")
+            )
 
 
-async def _write(ws: WebSocketConnection, outgoing: trio.MemoryReceiveChannel[Frame],
-                 connection_scope: trio.CancelScope) -> None:
+async def _write(
+    ws: WebSocketConnection,
+    outgoing: trio.MemoryReceiveChannel[Frame],
+    connection_scope: trio.CancelScope,
+) -> None:
     async with outgoing:
         async for frame in outgoing:
             try:

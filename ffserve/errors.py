@@ -3,7 +3,7 @@
     FFserveError (code)
      |- ProtocolError            INVALID_JSON, UNKNOWN_MESSAGE_TYPE, INVALID_BINARY
      |- ValidationError          VALIDATION_ERROR (field names the JSON path)
-     |- JobError                 anything that ends one job (JOB_FAILED, TIMEOUT, NO_AUDIO_STREAM, ...)
+     |- JobError                 ends one job (JOB_FAILED, TIMEOUT, NO_AUDIO_STREAM, ...)
      '- AdmissionError           BUSY, DUPLICATE_JOB, TOO_LARGE, CANCEL_FAILED
 
 Foreign errors (OSError, httpx, FFmpeg exit codes) are translated into these at the

@@ -41,8 +41,11 @@ def _failed(message: str) -> JobError:
 def is_public(address: IPAddress) -> bool:
     """True for addresses on the public internet only."""
     if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped or address.sixtofour or (
-            address.teredo[1] if address.teredo else None)
+        embedded = (
+            address.ipv4_mapped
+            or address.sixtofour
+            or (address.teredo[1] if address.teredo else None)
+        )
         if embedded is not None:
             return is_public(embedded)
         if address in ipaddress.IPv6Network("64:ff9b::/96"):  # NAT64 of an IPv4 address
@@ -78,8 +81,12 @@ async def resolve(url: httpx.URL, *, allow_private: bool) -> IPAddress:
     return addresses[0]
 
 
-async def fetch_to_file(client: httpx.AsyncClient, url: str, dest: Path, policy: FetchPolicy,
-                        ) -> int:
+async def fetch_to_file(
+    client: httpx.AsyncClient,
+    url: str,
+    dest: Path,
+    policy: FetchPolicy,
+) -> int:
     """Download `url` into `dest`; returns the byte count.
 
     Errors: JobError(URL_FORBIDDEN | URL_FETCH_FAILED | TOO_LARGE).
@@ -91,8 +98,9 @@ async def fetch_to_file(client: httpx.AsyncClient, url: str, dest: Path, policy:
         headers = {"Host": target.netloc.decode("ascii"), "Accept-Encoding": "identity"}
         extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
         try:
-            async with client.stream("GET", pinned, headers=headers,
-                                     extensions=extensions) as response:
+            async with client.stream(
+                "GET", pinned, headers=headers, extensions=extensions
+            ) as response:
                 if response.status_code in REDIRECTS and "location" in response.headers:
                     target = check_url(urljoin(str(target), response.headers["location"]))
                     continue
@@ -109,14 +117,18 @@ async def fetch_to_file(client: httpx.AsyncClient, url: str, dest: Path, policy:
 async def _save(response: httpx.Response, dest: Path, max_bytes: int) -> int:
     declared = response.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise JobError(f"input URL is {int(declared)} bytes; the limit is {max_bytes}",
-                       code=ErrorCode.TOO_LARGE)
+        raise JobError(
+            f"input URL is {int(declared)} bytes; the limit is {max_bytes}",
+            code=ErrorCode.TOO_LARGE,
+        )
     written = 0
     async with await trio.open_file(dest, "wb") as out:
         async for chunk in response.aiter_raw():
             written += len(chunk)
             if written > max_bytes:
-                raise JobError(f"input URL is larger than the limit of {max_bytes} bytes",
-                               code=ErrorCode.TOO_LARGE)
+                raise JobError(
+                    f"input URL is larger than the limit of {max_bytes} bytes",
+                    code=ErrorCode.TOO_LARGE,
+                )
             await out.write(chunk)
     return written

@@ -42,9 +42,10 @@ def decode_binary(frame: bytes | bytearray) -> BinaryFrame:
     (length,) = _LENGTH.unpack_from(view)
     if length == 0 or length > MAX_HEADER_BYTES or _LENGTH.size + length > len(view):
         raise _invalid(
-            f"binary frame header length {length} does not fit a frame of {len(view)} bytes")
+            f"binary frame header length {length} does not fit a frame of {len(view)} bytes"
+        )
     try:
-        header = json.loads(bytes(view[_LENGTH.size:_LENGTH.size + length]).decode("utf-8"))
+        header = json.loads(bytes(view[_LENGTH.size : _LENGTH.size + length]).decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise _invalid("binary frame header is not UTF-8 JSON") from None
     if not isinstance(header, dict):
@@ -55,13 +56,14 @@ def decode_binary(frame: bytes | bytearray) -> BinaryFrame:
     filename = header.pop("filename", "")
     if not isinstance(filename, str):
         raise _invalid("binary frame header filename must be a string", job_id)
-    return BinaryFrame(job_id, filename, view[_LENGTH.size + length:], header)
+    return BinaryFrame(job_id, filename, view[_LENGTH.size + length :], header)
 
 
 def encode_header(job_id: str, filename: str, **extra: Any) -> bytes:
     """The prefix of a binary frame; the caller appends the payload."""
-    header = json.dumps({"job_id": job_id, "filename": filename, **extra},
-                        separators=(",", ":")).encode()
+    header = json.dumps(
+        {"job_id": job_id, "filename": filename, **extra}, separators=(",", ":")
+    ).encode()
     return _LENGTH.pack(len(header)) + header
 
 

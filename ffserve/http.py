@@ -63,22 +63,38 @@ def make_app(services: Services) -> Callable[[Scope, Receive, Send], Awaitable[N
             status, body, kind = code, json.dumps(payload).encode(), "application/json"
         elif path == "/metrics":
             pool = services.pool
-            text = services.metrics.render({"jobs_running": pool.running,
-                                            "jobs_queued": pool.queued,
-                                            "worker_capacity": pool.capacity})
+            text = services.metrics.render(
+                {
+                    "jobs_running": pool.running,
+                    "jobs_queued": pool.queued,
+                    "worker_capacity": pool.capacity,
+                }
+            )
             status, body, kind = 200, text.encode(), "text/plain; version=0.0.4"
         else:
             status, body, kind = 404, b'{"error":"not found"}', "application/json"
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", kind.encode()),
-                                (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", kind.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
 
     return app
 
 
-async def serve_http(services: Services, host: str, port: int, *,
-                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve_http(
+    services: Services,
+    host: str,
+    port: int,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Serve the health endpoint until cancelled; `started` with the bound port."""
     config = HypercornConfig()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
@@ -88,5 +104,6 @@ async def serve_http(services: Services, host: str, port: int, *,
 
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
-            partial(hypercorn_serve, make_app(services), config, mode="asgi"))
+            partial(hypercorn_serve, make_app(services), config, mode="asgi")  # type: ignore[arg-type]
+        )
         task_status.started(int(binds[0].rsplit(":", 1)[1]))

@@ -43,8 +43,9 @@ class Job:
     cancel_requested: bool = False
     uploads_expected: int = 0
     uploads_received: int = 0
-    _uploads: tuple[trio.MemorySendChannel[BinaryFrame], trio.MemoryReceiveChannel[BinaryFrame]] \
-        = attrs.field(init=False)
+    _uploads: tuple[trio.MemorySendChannel[BinaryFrame], trio.MemoryReceiveChannel[BinaryFrame]] = (
+        attrs.field(init=False)
+    )
 
     def __attrs_post_init__(self) -> None:
         self.uploads_expected = 1 if isinstance(self.input, UploadInput) else 0
@@ -62,7 +63,9 @@ class Job:
             raise ProtocolError(
                 f"job {self.job_id!r} is not waiting for an upload"
                 + ("" if self.uploads_expected else " (its input is a URL)"),
-                code=ErrorCode.INVALID_BINARY, job_id=self.job_id)
+                code=ErrorCode.INVALID_BINARY,
+                job_id=self.job_id,
+            )
         self.uploads_received += 1
         self._uploads[0].send_nowait(frame)
 
@@ -101,8 +104,10 @@ async def _work(job: Job, services: Services, outbox: Outbox) -> None:
             with trio.fail_after(config.jobs.input_timeout_s):
                 sources = await _receive_input(job, services, workdir)
         except trio.TooSlowError:
-            raise JobError(f"input not complete within {config.jobs.input_timeout_s:g} s",
-                           code=ErrorCode.TIMEOUT) from None
+            raise JobError(
+                f"input not complete within {config.jobs.input_timeout_s:g} s",
+                code=ErrorCode.TIMEOUT,
+            ) from None
         plan = build_plan(job.operation, job.options, sources, workdir)
         job.advance(JobState.QUEUED)
         outbox.offer(Progress(job.job_id, 0.0, "queued"))
@@ -118,8 +123,11 @@ async def _receive_input(job: Job, services: Services, workdir: Path) -> list[So
     config = services.config
     if isinstance(job.input, UrlInput):
         path = workdir / "input"
-        policy = FetchPolicy(config.security.allow_private_urls, config.max_upload_bytes,
-                             config.security.url_max_redirects)
+        policy = FetchPolicy(
+            config.security.allow_private_urls,
+            config.max_upload_bytes,
+            config.security.url_max_redirects,
+        )
         await fetch_to_file(services.http, job.input.url, path, policy)
         name = job.input.url.rsplit("/", 1)[-1].split("?", 1)[0]
         paths = [(path, name)]
@@ -136,8 +144,9 @@ async def _receive_input(job: Job, services: Services, workdir: Path) -> list[So
 
 async def _ffprobe(services: Services, path: Path, *, ours: bool) -> MediaInfo:
     config = services.config
-    raw = await run_capture(probe_args(config.ffmpeg.ffprobe, path, ours=ours),
-                            grace=config.ffmpeg.kill_grace_s)
+    raw = await run_capture(
+        probe_args(config.ffmpeg.ffprobe, path, ours=ours), grace=config.ffmpeg.kill_grace_s
+    )
     return parse_probe(raw)
 
 
@@ -147,19 +156,26 @@ async def probe(services: Services, path: Path) -> MediaInfo:
     try:
         info = await _ffprobe(services, path, ours=False)
     except ProcessFailed:
-        raise JobError("the input is not a media file of a supported format",
-                       code=ErrorCode.INVALID_MEDIA) from None
+        raise JobError(
+            "the input is not a media file of a supported format", code=ErrorCode.INVALID_MEDIA
+        ) from None
     if not any(s.kind in ("video", "audio", "subtitle") for s in info.streams):
-        raise JobError("the input has no audio, video or subtitle stream",
-                       code=ErrorCode.INVALID_MEDIA)
+        raise JobError(
+            "the input has no audio, video or subtitle stream", code=ErrorCode.INVALID_MEDIA
+        )
     limits = config.limits
     if info.duration is not None and info.duration > limits.max_duration_s:
-        raise JobError(f"input lasts {info.duration:.0f} s; the limit is {limits.max_duration_s:g} s",
-                       code=ErrorCode.TOO_LARGE)
+        raise JobError(
+            f"input lasts {info.duration:.0f} s; the limit is {limits.max_duration_s:g} s",
+            code=ErrorCode.TOO_LARGE,
+        )
     for stream in info.streams:
         if (stream.width or 0) > limits.max_width or (stream.height or 0) > limits.max_height:
-            raise JobError(f"input is {stream.width}x{stream.height}; the limit is "
-                           f"{limits.max_width}x{limits.max_height}", code=ErrorCode.TOO_LARGE)
+            raise JobError(
+                f"input is {stream.width}x{stream.height}; the limit is "
+                f"{limits.max_width}x{limits.max_height}",
+                code=ErrorCode.TOO_LARGE,
+            )
     return info
 
 
@@ -177,15 +193,20 @@ async def _run(job: Job, services: Services, outbox: Outbox, plan: Plan, workdir
     args = [*ffmpeg_prefix(config.ffmpeg.ffmpeg, config.ffmpeg.threads), *plan.args]
     try:
         with trio.fail_after(config.jobs.timeout_s):
-            await run_ffmpeg(args, parser=parser, on_progress=report,
-                             grace=config.ffmpeg.kill_grace_s)
+            await run_ffmpeg(
+                args, parser=parser, on_progress=report, grace=config.ffmpeg.kill_grace_s
+            )
     except trio.TooSlowError:
-        raise JobError(f"job took longer than {config.jobs.timeout_s:g} s",
-                       code=ErrorCode.TIMEOUT) from None
+        raise JobError(
+            f"job took longer than {config.jobs.timeout_s:g} s", code=ErrorCode.TIMEOUT
+        ) from None
     except ProcessFailed as exc:
         summary = summarize(exc.stderr_tail.encode(), scrub=[str(workdir), str(services.workspace)])
-        raise JobError(f"FFmpeg could not process the input: {summary}" if summary
-                       else "FFmpeg could not process the input") from None
+        raise JobError(
+            f"FFmpeg could not process the input: {summary}"
+            if summary
+            else "FFmpeg could not process the input"
+        ) from None
     await outbox.send(Progress(job.job_id, 100.0, plan.stage))
 
 
@@ -196,12 +217,15 @@ async def _deliver(job: Job, services: Services, outbox: Outbox, plan: Plan) -> 
         info = await _verify(services, output.path)
         meta = output_metadata(info, output.container)
         if meta["size_bytes"] > limit:
-            raise JobError(f"output is {meta['size_bytes']} bytes, over the "
-                           f"{limit}-byte message limit", code=ErrorCode.TOO_LARGE)
+            raise JobError(
+                f"output is {meta['size_bytes']} bytes, over the {limit}-byte message limit",
+                code=ErrorCode.TOO_LARGE,
+            )
         metadata.append({"filename": output.filename, **meta})
     first = metadata[0]
-    await outbox.send(Completed(job.job_id, first, "binary",
-                                f"{job.operation} completed: {first['filename']}"))
+    await outbox.send(
+        Completed(job.job_id, first, "binary", f"{job.operation} completed: {first['filename']}")
+    )
     for output in plan.outputs:
         async with await trio.open_file(output.path, "rb") as f:
             data = await f.read()
@@ -210,7 +234,11 @@ async def _deliver(job: Job, services: Services, outbox: Outbox, plan: Plan) -> 
 
 async def _verify(services: Services, path: Path) -> MediaInfo:
     """Probe an output: FFmpeg exiting 0 does not prove it wrote something playable."""
-    if not path.exists() or path.stat().st_size == 0:
+    try:
+        size = (await trio.Path(path).stat()).st_size
+    except FileNotFoundError:
+        size = 0
+    if size == 0:
         raise JobError("FFmpeg produced no output for this input and these options")
     try:
         return await _ffprobe(services, path, ours=True)

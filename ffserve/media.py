@@ -21,9 +21,28 @@ from ffserve.errors import ErrorCode, JobError
 # Demuxers a client may feed us. Not included on purpose: hls, dash, concat, image2
 # (sequence patterns), tty, lavfi, data and every raw/"anything goes" format.
 MEDIA_DEMUXERS = (
-    "mov", "matroska", "webm", "avi", "mpegts", "mpeg", "ogg", "flv", "asf", "mp3", "aac",
-    "wav", "w64", "flac", "aiff", "caf", "amr", "png_pipe", "jpeg_pipe", "webp_pipe",
-    "bmp_pipe", "gif",
+    "mov",
+    "matroska",
+    "webm",
+    "avi",
+    "mpegts",
+    "mpeg",
+    "ogg",
+    "flv",
+    "asf",
+    "mp3",
+    "aac",
+    "wav",
+    "w64",
+    "flac",
+    "aiff",
+    "caf",
+    "amr",
+    "png_pipe",
+    "jpeg_pipe",
+    "webp_pipe",
+    "bmp_pipe",
+    "gif",
 )
 SUBTITLE_DEMUXERS = ("srt", "ass", "webvtt")
 FORMAT_WHITELIST = ",".join(MEDIA_DEMUXERS + SUBTITLE_DEMUXERS)
@@ -31,8 +50,14 @@ FORMAT_WHITELIST = ",".join(MEDIA_DEMUXERS + SUBTITLE_DEMUXERS)
 
 def input_args(path: Path) -> list[str]:
     """The options and `-i` for reading an untrusted file."""
-    return ["-protocol_whitelist", "file", "-format_whitelist", FORMAT_WHITELIST,
-            "-i", f"file:{path}"]
+    return [
+        "-protocol_whitelist",
+        "file",
+        "-format_whitelist",
+        FORMAT_WHITELIST,
+        "-i",
+        f"file:{path}",
+    ]
 
 
 # Our own outputs may also be single images named by extension (image2).
@@ -41,9 +66,21 @@ OUTPUT_WHITELIST = FORMAT_WHITELIST + ",image2"
 
 def probe_args(ffprobe: str, path: Path, *, ours: bool = False) -> list[str]:
     whitelist = OUTPUT_WHITELIST if ours else FORMAT_WHITELIST
-    return [ffprobe, "-v", "error", "-hide_banner", "-protocol_whitelist", "file",
-            "-format_whitelist", whitelist, "-print_format", "json",
-            "-show_format", "-show_streams", f"file:{path}"]
+    return [
+        ffprobe,
+        "-v",
+        "error",
+        "-hide_banner",
+        "-protocol_whitelist",
+        "file",
+        "-format_whitelist",
+        whitelist,
+        "-print_format",
+        "json",
+        "-show_format",
+        "-show_streams",
+        f"file:{path}",
+    ]
 
 
 @attrs.frozen
@@ -119,8 +156,10 @@ def parse_probe(raw: bytes) -> MediaInfo:
             streams=streams,
         )
     except (ValueError, KeyError, TypeError) as exc:
-        raise JobError(f"could not read the media's metadata ({type(exc).__name__})",
-                       code=ErrorCode.INVALID_MEDIA) from None
+        raise JobError(
+            f"could not read the media's metadata ({type(exc).__name__})",
+            code=ErrorCode.INVALID_MEDIA,
+        ) from None
 
 
 def _stream(data: dict[str, Any]) -> Stream:
@@ -134,7 +173,8 @@ def _stream(data: dict[str, Any]) -> Stream:
         profile=data.get("profile"),
         width=_int(data.get("width")),
         height=_int(data.get("height")),
-        fps=_rate(data.get("avg_frame_rate")) or _rate(data.get("r_frame_rate")) if kind == "video"
+        fps=_rate(data.get("avg_frame_rate")) or _rate(data.get("r_frame_rate"))
+        if kind == "video"
         else None,
         rotation=_rotation(data),
         sample_rate=_int(data.get("sample_rate")),

@@ -105,14 +105,20 @@ class Pong:
 
 ServerMessage = Ack | Progress | Completed | Error | Pong
 SERVER_TYPES: dict[type[Any], str] = {
-    Ack: "ack", Progress: "progress", Completed: "completed", Error: "error", Pong: "pong"}
+    Ack: "ack",
+    Progress: "progress",
+    Completed: "completed",
+    Error: "error",
+    Pong: "pong",
+}
 
 _TAGS = {**{cls: tag for tag, cls in CLIENT_TYPES.items()}, **SERVER_TYPES}
 
 for _cls in SERVER_TYPES:
     # Registered before the union, which captures each member's hook when configured.
     converter.register_unstructure_hook(
-        _cls, make_dict_unstructure_fn(_cls, converter, _cattrs_omit_if_default=True))
+        _cls, make_dict_unstructure_fn(_cls, converter, _cattrs_omit_if_default=True)
+    )
 
 
 @converter.register_structure_hook
@@ -150,7 +156,8 @@ def decode_client_message(text: str) -> ClientMessage:
         shown = "missing" if kind is None else repr(kind)[:40]
         raise ProtocolError(
             f"unknown message type {shown}; expected one of {', '.join(CLIENT_TYPES)}",
-            code=ErrorCode.UNKNOWN_MESSAGE_TYPE)
+            code=ErrorCode.UNKNOWN_MESSAGE_TYPE,
+        )
     message: ClientMessage = structure(data, ClientMessage)  # type: ignore[arg-type]
     return message
 

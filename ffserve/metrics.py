@@ -17,8 +17,9 @@ class Metrics:
 
     def render(self, gauges: dict[str, float]) -> str:
         lines = []
-        for name, value in sorted(self.counters.items()):
-            lines += [f"# TYPE ffserve_{name}_total counter", f"ffserve_{name}_total {value}"]
-        for name, value in sorted({**gauges, "connections": self.connections}.items()):
+        for name, count in sorted(self.counters.items()):
+            lines += [f"# TYPE ffserve_{name}_total counter", f"ffserve_{name}_total {count}"]
+        all_gauges: dict[str, float] = {**gauges, "connections": self.connections}
+        for name, value in sorted(all_gauges.items()):
             lines += [f"# TYPE ffserve_{name} gauge", f"ffserve_{name} {value:g}"]
         return "\n".join(lines) + "\n"

@@ -40,7 +40,9 @@ class CompressOptions:
     crf: int | None = attrs.field(default=None, validator=in_range(0, 51))
     max_width: int | None = _dimension()
     max_height: int | None = _dimension()
-    target_format: str | None = attrs.field(default=None, validator=one_of("mp4", "mkv", "webm", "mov"))
+    target_format: str | None = attrs.field(
+        default=None, validator=one_of("mp4", "mkv", "webm", "mov")
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.preset == "custom" and self.crf is None and self.video_bitrate_kbps is None:
@@ -58,11 +60,13 @@ class ExtractAudioOptions:
         if value is None:
             return
         if value not in SAMPLE_RATES:
-            raise FieldValueError(attribute.name, "sample_rate must be one of "
-                                  + ", ".join(map(str, SAMPLE_RATES)))
+            raise FieldValueError(
+                attribute.name, "sample_rate must be one of " + ", ".join(map(str, SAMPLE_RATES))
+            )
         if self.format == "opus" and value not in (8000, 12000, 16000, 24000, 48000):
-            raise FieldValueError(attribute.name, "opus supports sample_rate 8000, 12000, "
-                                  "16000, 24000 or 48000")
+            raise FieldValueError(
+                attribute.name, "opus supports sample_rate 8000, 12000, 16000, 24000 or 48000"
+            )
 
 
 @attrs.frozen
@@ -157,8 +161,13 @@ VideoFilter = ScaleFilter | RotateFilter | CropFilter | FpsFilter
 AudioFilter = VolumeFilter | NormalizeFilter
 AnyFilter = ScaleFilter | RotateFilter | CropFilter | FpsFilter | VolumeFilter | NormalizeFilter
 FILTER_TYPES: dict[str, type[Any]] = {
-    "scale": ScaleFilter, "rotate": RotateFilter, "crop": CropFilter, "fps": FpsFilter,
-    "volume": VolumeFilter, "normalize": NormalizeFilter}
+    "scale": ScaleFilter,
+    "rotate": RotateFilter,
+    "crop": CropFilter,
+    "fps": FpsFilter,
+    "volume": VolumeFilter,
+    "normalize": NormalizeFilter,
+}
 
 
 @attrs.frozen
@@ -188,9 +197,21 @@ class ProbeOptions:
     pass
 
 
-Options = (SpeedOptions | CompressOptions | ExtractAudioOptions | RemoveAudioOptions
-           | ConvertOptions | ThumbnailOptions | TrimOptions | ConcatOptions | GifOptions
-           | FilterOptions | SubtitleOptions | BurnSubtitleOptions | ProbeOptions)
+Options = (
+    SpeedOptions
+    | CompressOptions
+    | ExtractAudioOptions
+    | RemoveAudioOptions
+    | ConvertOptions
+    | ThumbnailOptions
+    | TrimOptions
+    | ConcatOptions
+    | GifOptions
+    | FilterOptions
+    | SubtitleOptions
+    | BurnSubtitleOptions
+    | ProbeOptions
+)
 
 OPERATIONS: dict[str, type[Any]] = {
     "speed": SpeedOptions,
@@ -204,8 +225,17 @@ OPERATIONS: dict[str, type[Any]] = {
     "filter": FilterOptions,
 }
 
-Operation = Literal["speed", "compress", "extract_audio", "remove_audio", "convert", "thumbnail",
-                    "trim", "gif", "filter"]
+Operation = Literal[
+    "speed",
+    "compress",
+    "extract_audio",
+    "remove_audio",
+    "convert",
+    "thumbnail",
+    "trim",
+    "gif",
+    "filter",
+]
 
 
 def parse_options(operation: str, raw: dict[str, Any]) -> Options:
@@ -214,7 +244,8 @@ def parse_options(operation: str, raw: dict[str, Any]) -> Options:
     if cls is None:
         error = ValidationError(
             f"unknown operation {operation[:40]!r}; expected one of {', '.join(OPERATIONS)}",
-            field="$.operation")
+            field="$.operation",
+        )
         error.code = ErrorCode.UNKNOWN_OPERATION
         raise error
     options: Options = structure(raw, cls, path="$.options")

@@ -32,6 +32,7 @@ class WorkerPool:
     running: int = 0
     admitted: int = 0
     _queues: OrderedDict[Hashable, deque[_Waiter]] = attrs.Factory(OrderedDict)
+    _idle: trio.Event = attrs.Factory(trio.Event)
 
     @property
     def waiting(self) -> int:
@@ -54,11 +55,20 @@ class WorkerPool:
         if self.full:
             raise AdmissionError(
                 f"server busy: {self.running} jobs running and {self.queued} queued; retry later",
-                code=ErrorCode.BUSY)
+                code=ErrorCode.BUSY,
+            )
         self.admitted += 1
 
     def discharge(self) -> None:
         self.admitted -= 1
+        if self.admitted == 0:
+            self._idle.set()
+            self._idle = trio.Event()
+
+    async def wait_idle(self) -> None:
+        """Return once no job is admitted (used to drain on shutdown)."""
+        if self.admitted:
+            await self._idle.wait()
 
     @asynccontextmanager
     async def slot(self, owner: Hashable) -> AsyncIterator[None]:

@@ -67,16 +67,26 @@ async def run_ffmpeg(
     """
     tail = bytearray()
     async with trio.open_nursery() as nursery:
-        process: trio.Process = await nursery.start(partial(
-            trio.run_process, list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, check=False, deliver_cancel=partial(_terminate, grace)))
+        process: trio.Process = await nursery.start(
+            partial(
+                trio.run_process,
+                list(args),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                check=False,
+                deliver_cancel=partial(_terminate, grace),
+            )
+        )
         assert process.stdout is not None and process.stderr is not None
         nursery.start_soon(_keep_tail, process.stderr, tail)
         async for chunk in process.stdout:
-            if parser.feed(chunk):
+            if parser.feed(bytes(chunk)):
                 on_progress(parser.percentage)
     if process.returncode != 0:
-        raise ProcessFailed("FFmpeg failed", process.returncode, bytes(tail).decode("utf-8", "replace"))
+        raise ProcessFailed(
+            "FFmpeg failed", process.returncode or 0, bytes(tail).decode("utf-8", "replace")
+        )
 
 
 async def run_capture(args: Sequence[str], *, grace: float, limit: int = 16 * 1024 * 1024) -> bytes:
@@ -88,9 +98,17 @@ async def run_capture(args: Sequence[str], *, grace: float, limit: int = 16 * 10
     err = bytearray()
 
     async with trio.open_nursery() as nursery:
-        process: trio.Process = await nursery.start(partial(
-            trio.run_process, list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, check=False, deliver_cancel=partial(_terminate, grace)))
+        process: trio.Process = await nursery.start(
+            partial(
+                trio.run_process,
+                list(args),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                check=False,
+                deliver_cancel=partial(_terminate, grace),
+            )
+        )
         assert process.stdout is not None and process.stderr is not None
         nursery.start_soon(_keep_tail, process.stderr, err)
         async for chunk in process.stdout:
@@ -98,5 +116,7 @@ async def run_capture(args: Sequence[str], *, grace: float, limit: int = 16 * 10
             if len(out) > limit:
                 raise ProcessFailed("tool output too large", -1, "")
     if process.returncode != 0:
-        raise ProcessFailed("probe failed", process.returncode, bytes(err).decode("utf-8", "replace"))
+        raise ProcessFailed(
+            "probe failed", process.returncode or 0, bytes(err).decode("utf-8", "replace")
+        )
     return bytes(out)

@@ -52,8 +52,15 @@ def _strict_str(value: Any, _: type) -> str:
 
 
 def _json_type(value: Any) -> str:
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
-            dict: "object", type(None): "null"}.get(type(value), type(value).__name__)
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "array",
+        dict: "object",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
 
 
 converter.register_structure_hook(bool, _strict_bool)
@@ -78,9 +85,14 @@ def in_range(low: float | None = None, high: float | None = None) -> Callable[..
         if value is None:
             return
         if (low is not None and value < low) or (high is not None and value > high):
-            bounds = f"between {low:g} and {high:g}" if low is not None and high is not None else (
-                f"at least {low:g}" if low is not None else f"at most {high:g}")
-            raise FieldValueError(attribute.name, f"{attribute.name} must be {bounds}, got {value:g}")
+            bounds = (
+                f"between {low:g} and {high:g}"
+                if low is not None and high is not None
+                else (f"at least {low:g}" if low is not None else f"at most {high:g}")
+            )
+            raise FieldValueError(
+                attribute.name, f"{attribute.name} must be {bounds}, got {value:g}"
+            )
 
     return check
 
@@ -91,7 +103,9 @@ def one_of(*choices: str) -> Callable[..., None]:
     def check(_: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
         if value is not None and value not in choices:
             raise FieldValueError(
-                attribute.name, f"{attribute.name} must be one of {', '.join(choices)}, got {value!r}")
+                attribute.name,
+                f"{attribute.name} must be one of {', '.join(choices)}, got {value!r}",
+            )
 
     return check
 
@@ -104,8 +118,13 @@ def structure(data: Any, cls: type[T], path: str = "$") -> T:
     """
     try:
         return converter.structure(data, cls)
-    except (ClassValidationError, IterableValidationError, TypeError, ValueError,
-            AttributeError) as exc:
+    except (
+        ClassValidationError,
+        IterableValidationError,
+        TypeError,
+        ValueError,
+        AttributeError,
+    ) as exc:
         problems = list(_problems(exc, path))
         message = "; ".join(f"{text} @ {where}" for where, text in problems)
         raise ValidationError(message, field=problems[0][0]) from None
@@ -120,14 +139,14 @@ def _problems(exc: BaseException, path: str) -> Iterator[tuple[str, str]]:
         for sub in without:
             yield from _problems(sub, path)
     elif isinstance(exc, IterableValidationError):
-        with_notes, without = exc.group_exceptions()
-        for sub, note in with_notes:
-            yield from _problems(sub, f"{path}[{note.index}]")
-        for sub in without:
-            yield from _problems(sub, path)
+        items, rest = exc.group_exceptions()
+        for item, index_note in items:
+            yield from _problems(item, f"{path}[{index_note.index}]")
+        for item in rest:
+            yield from _problems(item, path)
     elif isinstance(exc, BaseExceptionGroup):
-        for sub in exc.exceptions:
-            yield from _problems(sub, path)
+        for member in exc.exceptions:
+            yield from _problems(member, path)
     elif isinstance(exc, FieldValueError):
         yield f"{path}.{exc.name}", exc.message
     elif isinstance(exc, ForbiddenExtraKeysError):

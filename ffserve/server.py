@@ -29,7 +29,6 @@ from ffserve.services import Services
 from ffserve.workspace import open_workspace
 
 log = logging.getLogger(__name__)
-DRAIN_POLL_S = 0.05
 
 
 @attrs.frozen
@@ -54,8 +53,12 @@ def ffmpeg_version(ffmpeg: str) -> str:
     return words[2] if len(words) > 2 else "unknown"
 
 
-async def serve(config: Config, *, shutdown: trio.Event | None = None,
-                task_status: trio.TaskStatus[Endpoints] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve(
+    config: Config,
+    *,
+    shutdown: trio.Event | None = None,
+    task_status: trio.TaskStatus[Endpoints] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Run the service until cancelled or until `shutdown` is set (then drain first)."""
     version = await trio.to_thread.run_sync(ffmpeg_version, config.ffmpeg.ffmpeg)
     security = config.security
@@ -79,13 +82,18 @@ async def serve(config: Config, *, shutdown: trio.Event | None = None,
                 async def listen(*, task_status: trio.TaskStatus[WebSocketServer]) -> None:
                     with listener:
                         await serve_websocket(
-                            handler, server.host, server.port, None,
+                            handler,
+                            server.host,
+                            server.port,
+                            None,
                             handler_nursery=connections,
-                            max_message_size=max(config.max_message_bytes,
-                                                 config.max_upload_bytes + 65536),
+                            max_message_size=max(
+                                config.max_message_bytes, config.max_upload_bytes + 65536
+                            ),
                             receive_buffer_size=server.receive_buffer_kb * 1024,
                             connect_timeout=server.handshake_timeout_s,
-                            task_status=task_status)
+                            task_status=task_status,
+                        )
 
                 port = (await top.start(listen)).port
                 endpoints = Endpoints(server.host, port, http_port)
@@ -97,7 +105,6 @@ async def serve(config: Config, *, shutdown: trio.Event | None = None,
                 services.draining = True
                 listener.cancel()
                 with trio.move_on_after(server.drain_timeout_s):
-                    while pool.admitted:
-                        await trio.sleep(DRAIN_POLL_S)
+                    await pool.wait_idle()
                 connections.cancel_scope.cancel()
             top.cancel_scope.cancel()

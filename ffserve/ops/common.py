@@ -57,10 +57,25 @@ def _c(ext: str, muxer: str, video: str, audio: str, dv: str | None, da: str | N
 
 
 CONTAINERS: dict[str, Container] = {
-    "mp4": _c("mp4", "mp4", "h264 hevc mpeg4 av1 vp9 h263", "aac mp3 opus flac ac3 alac", "h264", "aac"),
-    "mov": _c("mov", "mov", "h264 hevc mpeg4 h263 prores mjpeg", "aac mp3 alac ac3 pcm_s16le", "h264", "aac"),
-    "mkv": _c("mkv", "matroska", "h264 hevc mpeg4 av1 vp8 vp9 theora mpeg2video h263 mjpeg",
-              "aac mp3 opus vorbis flac ac3 pcm_s16le", "h264", "aac"),
+    "mp4": _c(
+        "mp4", "mp4", "h264 hevc mpeg4 av1 vp9 h263", "aac mp3 opus flac ac3 alac", "h264", "aac"
+    ),
+    "mov": _c(
+        "mov",
+        "mov",
+        "h264 hevc mpeg4 h263 prores mjpeg",
+        "aac mp3 alac ac3 pcm_s16le",
+        "h264",
+        "aac",
+    ),
+    "mkv": _c(
+        "mkv",
+        "matroska",
+        "h264 hevc mpeg4 av1 vp8 vp9 theora mpeg2video h263 mjpeg",
+        "aac mp3 opus vorbis flac ac3 pcm_s16le",
+        "h264",
+        "aac",
+    ),
     "webm": _c("webm", "webm", "vp8 vp9 av1", "opus vorbis", "vp9", "opus"),
     "avi": _c("avi", "avi", "h264 mpeg4 mjpeg", "mp3 ac3 pcm_s16le", "h264", "mp3"),
     "ts": _c("ts", "mpegts", "h264 hevc mpeg2video", "aac mp3 ac3 opus", "h264", "aac"),
@@ -82,10 +97,34 @@ CONTAINERS: dict[str, Container] = {
 ENCODERS: dict[str, tuple[str, ...]] = {
     "h264": ("libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p"),
     "hevc": ("libx265", "-preset", "veryfast", "-crf", "24", "-pix_fmt", "yuv420p"),
-    "vp9": ("libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-row-mt", "1",
-            "-crf", "32", "-b:v", "0", "-pix_fmt", "yuv420p"),
-    "vp8": ("libvpx", "-deadline", "realtime", "-cpu-used", "8", "-crf", "10", "-b:v", "2M",
-            "-pix_fmt", "yuv420p"),
+    "vp9": (
+        "libvpx-vp9",
+        "-deadline",
+        "realtime",
+        "-cpu-used",
+        "8",
+        "-row-mt",
+        "1",
+        "-crf",
+        "32",
+        "-b:v",
+        "0",
+        "-pix_fmt",
+        "yuv420p",
+    ),
+    "vp8": (
+        "libvpx",
+        "-deadline",
+        "realtime",
+        "-cpu-used",
+        "8",
+        "-crf",
+        "10",
+        "-b:v",
+        "2M",
+        "-pix_fmt",
+        "yuv420p",
+    ),
     "av1": ("libsvtav1", "-preset", "10", "-crf", "35", "-pix_fmt", "yuv420p"),
     "mpeg4": ("mpeg4", "-q:v", "4", "-pix_fmt", "yuv420p"),
     "theora": ("libtheora", "-q:v", "7", "-pix_fmt", "yuv420p"),
@@ -103,16 +142,34 @@ ENCODERS: dict[str, tuple[str, ...]] = {
 LOSSY_AUDIO = frozenset({"aac", "mp3", "opus", "vorbis", "ac3"})
 
 # Which audio-only format keeps an audio input in its own family (mp3 stays mp3).
-AUDIO_FAMILY = {"mp3": "mp3", "flac": "flac", "vorbis": "ogg", "opus": "opus", "aac": "m4a",
-                "alac": "m4a", "pcm_s16le": "wav", "pcm_s24le": "wav", "pcm_f32le": "wav"}
+AUDIO_FAMILY = {
+    "mp3": "mp3",
+    "flac": "flac",
+    "vorbis": "ogg",
+    "opus": "opus",
+    "aac": "m4a",
+    "alac": "m4a",
+    "pcm_s16le": "wav",
+    "pcm_s24le": "wav",
+    "pcm_f32le": "wav",
+}
 
 MP4_AUDIO_COPY = frozenset({"aac", "mp3"})
 
 
 def ffmpeg_prefix(ffmpeg: str, threads: int) -> list[str]:
     """Global options: quiet, non-interactive, machine-readable progress on stdout."""
-    args = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-            "-progress", "pipe:1", "-nostats"]
+    args = [
+        ffmpeg,
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-y",
+        "-progress",
+        "pipe:1",
+        "-nostats",
+    ]
     if threads:
         args += ["-threads", str(threads)]
     return args
@@ -135,14 +192,18 @@ def encode_video(codec: str = "h264") -> list[str]:
 def encode_audio(codec: str = "aac", bitrate_kbps: int | None = None) -> list[str]:
     encoder = list(ENCODERS[codec])
     if bitrate_kbps is not None and codec in LOSSY_AUDIO:
-        encoder = [a for i, a in enumerate(encoder) if a not in ("-b:a", "-q:a")
-                   and (i == 0 or encoder[i - 1] not in ("-b:a", "-q:a"))]
+        encoder = [
+            a
+            for i, a in enumerate(encoder)
+            if a not in ("-b:a", "-q:a") and (i == 0 or encoder[i - 1] not in ("-b:a", "-q:a"))
+        ]
         encoder += ["-b:a", f"{bitrate_kbps}k"]
     return ["-c:a", *encoder]
 
 
-def write(workdir: Path, source: Source, suffix: str, container: Container,
-          *, index: int | None = None) -> Output:
+def write(
+    workdir: Path, source: Source, suffix: str, container: Container, *, index: int | None = None
+) -> Output:
     """An output file in the job's dir; its client-facing name comes from the input's."""
     stem = safe_stem(source.filename)
     number = f"_{index:02d}" if index is not None else ""
@@ -175,8 +236,9 @@ def even(value: float) -> int:
     return max(2, int(value) // 2 * 2)
 
 
-def fit_within(size: tuple[int, int], width: int | None, height: int | None,
-               *, shrink_only: bool = False) -> tuple[int, int]:
+def fit_within(
+    size: tuple[int, int], width: int | None, height: int | None, *, shrink_only: bool = False
+) -> tuple[int, int]:
     """Scale `size` to `width` and/or `height`, keeping aspect ratio, even dimensions."""
     w, h = size
     scales = []
@@ -195,24 +257,30 @@ def require_video(source: Source, operation: str) -> tuple[int, int]:
     video = source.info.video
     size = video.display_size if video else None
     if video is None or size is None:
-        raise JobError(f"{operation} needs a video stream and the input has none",
-                       code=ErrorCode.NO_VIDEO_STREAM)
+        raise JobError(
+            f"{operation} needs a video stream and the input has none",
+            code=ErrorCode.NO_VIDEO_STREAM,
+        )
     return size
 
 
 def require_audio(source: Source, operation: str) -> None:
     if source.info.audio is None:
-        raise JobError(f"{operation} needs an audio stream and the input has none",
-                       code=ErrorCode.NO_AUDIO_STREAM)
+        raise JobError(
+            f"{operation} needs an audio stream and the input has none",
+            code=ErrorCode.NO_AUDIO_STREAM,
+        )
 
 
 def require_timeline(source: Source, operation: str) -> float:
     """The input's duration; a still image or a file without one cannot be retimed."""
     duration = source.info.duration
     if source.info.is_image or duration is None:
-        raise JobError(f"{operation} needs audio or video with a duration; "
-                       "the input is a still image or has no duration",
-                       code=ErrorCode.UNSUPPORTED_MEDIA)
+        raise JobError(
+            f"{operation} needs audio or video with a duration; "
+            "the input is a still image or has no duration",
+            code=ErrorCode.UNSUPPORTED_MEDIA,
+        )
     return duration
 
 

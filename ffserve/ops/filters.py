@@ -58,14 +58,18 @@ def video_filter(f: object, size: tuple[int, int], index: int) -> tuple[list[str
             steps = {90: ["transpose=clock"], 180: ["hflip", "vflip"], 270: ["transpose=cclock"]}
             return steps[int(angle)], ((h, w) if angle != 180 else size)
         rad = math.radians(angle)
-        new = (even(math.ceil(abs(w * math.cos(rad)) + abs(h * math.sin(rad)))),
-               even(math.ceil(abs(w * math.sin(rad)) + abs(h * math.cos(rad)))))
+        new = (
+            even(math.ceil(abs(w * math.cos(rad)) + abs(h * math.sin(rad)))),
+            even(math.ceil(abs(w * math.sin(rad)) + abs(h * math.cos(rad)))),
+        )
         return [f"rotate={num(rad)}:ow={new[0]}:oh={new[1]}:c=black"], new
     if isinstance(f, CropFilter):
         if f.x + f.width > w or f.y + f.height > h:
             raise JobError(
                 f"crop {f.width}x{f.height} at ({f.x},{f.y}) does not fit the {w}x{h} frame",
-                code=ErrorCode.VALIDATION_ERROR, details={"field": f"$.options.filters[{index}]"})
+                code=ErrorCode.VALIDATION_ERROR,
+                details={"field": f"$.options.filters[{index}]"},
+            )
         return [f"crop={f.width}:{f.height}:{f.x}:{f.y}"], (f.width, f.height)
     assert isinstance(f, FpsFilter)
     return [f"fps={num(f.fps)}"], size
@@ -91,8 +95,10 @@ def apply_filters(options: FilterOptions, source: Source, workdir: Path) -> Plan
             if size is None:
                 size = require_video(source, "video filters")
             if isinstance(f, FpsFilter) and info.is_image:
-                raise JobError("the fps filter needs a moving video; the input is a still image",
-                               code=ErrorCode.UNSUPPORTED_MEDIA)
+                raise JobError(
+                    "the fps filter needs a moving video; the input is a still image",
+                    code=ErrorCode.UNSUPPORTED_MEDIA,
+                )
             text, size = video_filter(f, size, i)
             video_chain += text
     video = info.video
@@ -100,8 +106,18 @@ def apply_filters(options: FilterOptions, source: Source, workdir: Path) -> Plan
     if info.is_image:
         container: Container = IMAGE_CONTAINERS["png"]
         assert video is not None
-        args += ["-map", f"0:{video.index}", "-filter:v", ",".join(video_chain or ["null"]),
-                 "-frames:v", "1", "-c:v", "png", "-update", "1"]
+        args += [
+            "-map",
+            f"0:{video.index}",
+            "-filter:v",
+            ",".join(video_chain or ["null"]),
+            "-frames:v",
+            "1",
+            "-c:v",
+            "png",
+            "-update",
+            "1",
+        ]
     elif video is not None:
         container = CONTAINERS["mp4"]
         args += ["-map", f"0:{video.index}"]
@@ -124,8 +140,13 @@ def apply_filters(options: FilterOptions, source: Source, workdir: Path) -> Plan
     else:
         container = audio_family(source)
         assert info.audio is not None
-        args += ["-map", f"0:{info.audio.index}", "-filter:a", ",".join(audio_chain),
-                 *encode_audio(container.default_audio or "aac")]
+        args += [
+            "-map",
+            f"0:{info.audio.index}",
+            "-filter:a",
+            ",".join(audio_chain),
+            *encode_audio(container.default_audio or "aac"),
+        ]
     output = write(workdir, source, "filtered", container)
     args += ["-sn", "-dn", *output_args(output, container)]
     duration = None if info.is_image else info.duration

@@ -68,13 +68,17 @@ def trim(options: TrimOptions, source: Source, workdir: Path) -> Plan:
     duration = require_timeline(source, "trim")
     start, end = options.start_time, options.end_time
     if start >= duration:
-        raise JobError(f"start_time {num(start)} s is at or past the input's end "
-                       f"({num(duration)} s)", code=ErrorCode.OUT_OF_RANGE,
-                       details={"field": "$.options.start_time", "input_duration": duration})
+        raise JobError(
+            f"start_time {num(start)} s is at or past the input's end ({num(duration)} s)",
+            code=ErrorCode.OUT_OF_RANGE,
+            details={"field": "$.options.start_time", "input_duration": duration},
+        )
     if end > duration + END_TOLERANCE_S:
-        raise JobError(f"end_time {num(end)} s is past the input's end ({num(duration)} s)",
-                       code=ErrorCode.OUT_OF_RANGE,
-                       details={"field": "$.options.end_time", "input_duration": duration})
+        raise JobError(
+            f"end_time {num(end)} s is past the input's end ({num(duration)} s)",
+            code=ErrorCode.OUT_OF_RANGE,
+            details={"field": "$.options.end_time", "input_duration": duration},
+        )
     length = min(end, duration) - start
     info = source.info
     # Input seeking plus re-encoding is frame-accurate even off keyframes.

@@ -33,8 +33,15 @@ from ffserve.options import (
 PRESETS = {"high": (20, 31, 192), "medium": (26, 36, 128), "low": (32, 42, 96)}
 
 # The container a stream-copied video keeps, by the demuxer it came from.
-SAME_CONTAINER = {"mov": "mp4", "matroska": "mkv", "avi": "avi", "mpegts": "ts", "ogg": "ogv",
-                  "flv": "flv", "mpeg": "ts"}
+SAME_CONTAINER = {
+    "mov": "mp4",
+    "matroska": "mkv",
+    "avi": "avi",
+    "mpegts": "ts",
+    "ogg": "ogv",
+    "flv": "flv",
+    "mpeg": "ts",
+}
 
 
 def compress(options: CompressOptions, source: Source, workdir: Path) -> Plan:
@@ -62,8 +69,18 @@ def compress(options: CompressOptions, source: Source, workdir: Path) -> Plan:
         args += ["-filter:v", ",".join(vf)]
     if container.default_video == "vp9":
         crf = options.crf if options.crf is not None else crf_vp9
-        args += ["-c:v", "libvpx-vp9", "-deadline", "good", "-cpu-used", "4", "-row-mt", "1",
-                 "-pix_fmt", "yuv420p"]
+        args += [
+            "-c:v",
+            "libvpx-vp9",
+            "-deadline",
+            "good",
+            "-cpu-used",
+            "4",
+            "-row-mt",
+            "1",
+            "-pix_fmt",
+            "yuv420p",
+        ]
         args += _rate_control(options, crf, vp9=True)
     else:
         crf = options.crf if options.crf is not None else crf_h264
@@ -93,8 +110,7 @@ def extract_audio(options: ExtractAudioOptions, source: Source, workdir: Path) -
     if options.sample_rate is not None:
         args += ["-ar", str(options.sample_rate)]
     output = write(workdir, source, "audio", container)
-    return Plan(tuple([*args, *output_args(output, container)]), (output,),
-                source.info.duration)
+    return Plan(tuple([*args, *output_args(output, container)]), (output,), source.info.duration)
 
 
 def remove_audio(options: RemoveAudioOptions, source: Source, workdir: Path) -> Plan:
@@ -135,38 +151,53 @@ def convert(options: ConvertOptions, source: Source, workdir: Path) -> Plan:
     audio_only = not container.video_codecs
     if audio_only:
         require_audio(source, f"convert to {options.target_format}")
-    for kind, wanted, allowed in (("video", options.video_codec, container.video_codecs),
-                                  ("audio", options.audio_codec, container.audio_codecs)):
+    for kind, wanted, allowed in (
+        ("video", options.video_codec, container.video_codecs),
+        ("audio", options.audio_codec, container.audio_codecs),
+    ):
         if wanted is not None and _codec_name(wanted) not in allowed:
-            raise JobError(f"{options.target_format} cannot hold {kind} codec {wanted}",
-                           code=ErrorCode.VALIDATION_ERROR,
-                           details={"field": f"$.options.{kind}_codec"})
+            raise JobError(
+                f"{options.target_format} cannot hold {kind} codec {wanted}",
+                code=ErrorCode.VALIDATION_ERROR,
+                details={"field": f"$.options.{kind}_codec"},
+            )
     args = read(source)
     notes = []
     video = None if audio_only else info.video
     if video is not None:
         codec = _codec_name(options.video_codec or "")
         args += ["-map", f"0:{video.index}"]
-        if options.stream_copy and options.video_codec is None and video.codec in container.video_codecs:
+        if (
+            options.stream_copy
+            and options.video_codec is None
+            and video.codec in container.video_codecs
+        ):
             args += ["-c:v", "copy"]
         else:
             if options.stream_copy and options.video_codec is None:
                 notes.append(f"video {video.codec} cannot be copied into {container.ext}")
             vf = even_fix(video.display_size or (2, 2))
-            args += [*(["-filter:v", ",".join(vf)] if vf else []),
-                     *encode_video(codec or container.default_video or "h264")]
+            args += [
+                *(["-filter:v", ",".join(vf)] if vf else []),
+                *encode_video(codec or container.default_video or "h264"),
+            ]
     if info.audio is not None and container.audio_codecs:
         codec = _codec_name(options.audio_codec or "")
         args += ["-map", f"0:{info.audio.index}"]
-        if options.stream_copy and options.audio_codec is None and info.audio.codec in container.audio_codecs:
+        if (
+            options.stream_copy
+            and options.audio_codec is None
+            and info.audio.codec in container.audio_codecs
+        ):
             args += ["-c:a", "copy"]
         else:
             if options.stream_copy and options.audio_codec is None:
                 notes.append(f"audio {info.audio.codec} cannot be copied into {container.ext}")
             args += encode_audio(codec or container.default_audio or "aac")
     if video is None and info.audio is None:
-        raise JobError("the input has no audio or video stream to convert",
-                       code=ErrorCode.UNSUPPORTED_MEDIA)
+        raise JobError(
+            "the input has no audio or video stream to convert", code=ErrorCode.UNSUPPORTED_MEDIA
+        )
     output = write(workdir, source, "converted", container)
     args += ["-sn", "-dn", *output_args(output, container)]
     stage = f"processing (re-encoding: {'; '.join(notes)})" if notes else "processing"

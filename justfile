@@ -1,0 +1,43 @@
+# ffserve tasks. `just --list` shows them all.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Run the service on the defaults of config.toml.
+serve *ARGS: ffmpeg
+    python -m ffserve serve --config config.toml {{ARGS}}
+
+# Lint, type-check, then run the whole test suite.
+test *ARGS: ffmpeg lint
+    python -m pytest {{ARGS}}
+
+# Only the tests (no lint).
+pytest *ARGS:
+    python -m pytest {{ARGS}}
+
+# ruff and mypy --strict.
+lint:
+    ruff check ffserve tests bench
+    ruff format --check ffserve tests bench
+    mypy
+
+# Format the code.
+fmt:
+    ruff format ffserve tests bench
+    ruff check --fix ffserve tests bench
+
+# Load-test a server (starts one unless --url is given); see README "Benchmarks".
+bench *ARGS:
+    python -m bench {{ARGS}}
+
+# Build the container image.
+image TAG="ffserve":
+    podman build -t {{TAG}} -f Containerfile . || docker build -t {{TAG}} -f Containerfile .
+
+# Install FFmpeg with apt if it is missing (Debian/Ubuntu; needs root or sudo).
+ffmpeg:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null; then exit 0; fi
+    echo "FFmpeg not found: installing it with apt-get" >&2
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq ffmpeg

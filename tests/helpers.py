@@ -1,0 +1,194 @@
+"""Test helpers: a protocol v1 client over real sockets, media generation, probing, leak checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+from trio_websocket import WebSocketConnection, open_websocket_url
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+if "FFSERVE_CORPUS" in os.environ:
+    CORPUS = Path(os.environ["FFSERVE_CORPUS"])
+
+
+def binary_frame(job_id: str, filename: str, payload: bytes, **extra: Any) -> bytes:
+    header = json.dumps({"job_id": job_id, "filename": filename, **extra}).encode()
+    return struct.pack(">I", len(header)) + header + payload
+
+
+def split_frame(frame: bytes) -> tuple[dict[str, Any], bytes]:
+    (length,) = struct.unpack(">I", frame[:4])
+    return json.loads(frame[4 : 4 + length]), frame[4 + length :]
+
+
+@attrs.define
+class JobResult:
+    """Everything the server sent for one job."""
+
+    messages: list[dict[str, Any]]
+    outputs: list[tuple[dict[str, Any], bytes]]
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return next(m for m in reversed(self.messages) if m["type"] in ("completed", "error"))
+
+    @property
+    def types(self) -> list[str]:
+        return [m["type"] for m in self.messages]
+
+    @property
+    def progress(self) -> list[float]:
+        return [m["percentage"] for m in self.messages if m["type"] == "progress"]
+
+    def save(self, directory: Path, index: int = 0) -> Path:
+        header, data = self.outputs[index]
+        path = directory / header["filename"]
+        path.write_bytes(data)
+        return path
+
+
+@attrs.define
+class Client:
+    ws: WebSocketConnection
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.ws.send_message(json.dumps(message))
+
+    async def recv(self) -> dict[str, Any] | bytes:
+        message = await self.ws.get_message()
+        return json.loads(message) if isinstance(message, str) else message
+
+    async def recv_json(self) -> dict[str, Any]:
+        message = await self.recv()
+        assert isinstance(message, dict), "expected a text frame, got binary"
+        return message
+
+    async def start(
+        self,
+        job_id: str,
+        operation: str,
+        options: dict[str, Any] | None = None,
+        *,
+        url: str | None = None,
+    ) -> None:
+        source = {"source": "url", "url": url} if url else {"source": "upload"}
+        await self.send(
+            {
+                "type": "start_job",
+                "job_id": job_id,
+                "operation": operation,
+                "input": source,
+                "options": options or {},
+            }
+        )
+
+    async def upload(self, job_id: str, path: Path, filename: str | None = None) -> None:
+        data = await trio.Path(path).read_bytes()
+        await self.ws.send_message(binary_frame(job_id, filename or path.name, data))
+
+    async def collect(self, job_id: str) -> JobResult:
+        """Read this job's messages until it ends (error, or completed plus its outputs)."""
+        messages: list[dict[str, Any]] = []
+        outputs: list[tuple[dict[str, Any], bytes]] = []
+        expected = None
+        while expected is None or len(outputs) < expected:
+            message = await self.recv()
+            if isinstance(message, bytes):
+                header, data = split_frame(message)
+                assert header["job_id"] == job_id
+                outputs.append((header, data))
+                continue
+            if message.get("job_id") != job_id:
+                continue
+            messages.append(message)
+            if message["type"] == "error":
+                break
+            if message["type"] == "completed":
+                expected = len(message.get("outputs") or [None])
+        return JobResult(messages, outputs)
+
+    async def run(
+        self,
+        operation: str,
+        path: Path,
+        options: dict[str, Any] | None = None,
+        job_id: str = "job-1",
+    ) -> JobResult:
+        await self.start(job_id, operation, options)
+        await self.upload(job_id, path)
+        return await self.collect(job_id)
+
+
+@asynccontextmanager
+async def connect(url: str) -> AsyncIterator[Client]:
+    async with open_websocket_url(url, max_message_size=1 << 30) as ws:
+        yield Client(ws)
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *args], check=True)
+
+
+def probe(path: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def streams(info: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [
+        s
+        for s in info["streams"]
+        if s["codec_type"] == kind and not s.get("disposition", {}).get("attached_pic")
+    ]
+
+
+def duration(info: dict[str, Any]) -> float:
+    return float(info["format"]["duration"])
+
+
+def child_pids() -> list[int]:
+    """Live (non-zombie) child processes of this test process."""
+    me = os.getpid()
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == me:
+            children.append(int(entry.name))
+    return children
+
+
+async def wait_no_children(seconds: float = 2.0) -> list[int]:
+    """Poll until this process has no children; return those left after `seconds`."""
+    with trio.move_on_after(seconds):
+        while child_pids():  # noqa: ASYNC110 (no event exists for "a process exited")
+            await trio.sleep(0.02)
+    return child_pids()
