@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ffserve.cli import load_config, parse_args
+from ffserve.config import Config, ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_config_matches_the_defaults() -> None:
+    assert Config.load(ROOT / "config.toml", env={}) == Config()
+
+
+def test_required_keys_and_defaults() -> None:
+    config = Config()
+    assert (config.server.port, config.server.http_port) == (8080, 8081)
+    assert config.security.allow_private_urls is False
+    for section, key in [
+        ("jobs", "max_concurrent"),
+        ("jobs", "queue_limit"),
+        ("jobs", "timeout_s"),
+        ("limits", "max_upload_mb"),
+        ("ffmpeg", "ffmpeg"),
+        ("ffmpeg", "ffprobe"),
+        ("storage", "temp_dir"),
+        ("server", "host"),
+    ]:
+        assert hasattr(getattr(config, section), key)
+
+
+def test_env_overrides_every_kind_of_value(tmp_path: Path) -> None:
+    env = {
+        "FFSERVE_SERVER_PORT": "9000",
+        "FFSERVE_JOBS_TIMEOUT_S": "2.5",
+        "FFSERVE_SECURITY_ALLOW_PRIVATE_URLS": "true",
+        "FFSERVE_FFMPEG_FFMPEG": "/opt/ff",
+        "OTHER": "ignored",
+    }
+    config = Config.load(ROOT / "config.toml", env=env)
+    assert config.server.port == 9000
+    assert config.jobs.timeout_s == 2.5
+    assert config.security.allow_private_urls is True
+    assert config.ffmpeg.ffmpeg == "/opt/ff"
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "needle"),
+    [
+        ("[server]\nprot = 1\n", {}, "server.prot"),
+        ("[server]\nport = 'x'\n", {}, "server.port"),
+        ("[server]\nport = 70000\n", {}, "server.port"),
+        ("[jobs]\nmax_concurrent = 0\n", {}, "jobs.max_concurrent"),
+        ("[nope]\na = 1\n", {}, "nope"),
+        ("[server\n", {}, "invalid TOML"),
+        ("", {"FFSERVE_SERVER_PROT": "1"}, "FFSERVE_SERVER_PROT"),
+        ("", {"FFSERVE_SERVER_PORT": "eighty"}, "FFSERVE_SERVER_PORT"),
+        (
+            "",
+            {"FFSERVE_SECURITY_ALLOW_PRIVATE_URLS": "maybe"},
+            "FFSERVE_SECURITY_ALLOW_PRIVATE_URLS",
+        ),
+    ],
+)
+def test_bad_config_names_the_key(
+    tmp_path: Path, toml: str, env: dict[str, str], needle: str
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as info:
+        Config.load(path, env=env)
+    assert needle in str(info.value)
+
+
+def test_cli_flags_override_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.toml").write_text("[server]\nport = 7000\nhttp_port = 7001\n")
+    assert load_config(parse_args(["serve"])).server.port == 7000
+    config = load_config(
+        parse_args(["serve", "--port", "9100", "--host", "::1", "--http-port", "9101"])
+    )
+    assert (config.server.host, config.server.port, config.server.http_port) == ("::1", 9100, 9101)
