@@ -135,6 +135,12 @@ async def _receive_input(job: Job, services: Services, workdir: Path) -> list[So
         paths = []
         for n in range(job.uploads_expected):
             frame = await job._uploads[1].receive()
+            if len(frame.payload) > config.max_upload_bytes:
+                raise JobError(
+                    f"upload is {len(frame.payload)} bytes; the limit is "
+                    f"{config.max_upload_bytes} bytes",
+                    code=ErrorCode.TOO_LARGE,
+                )
             path = workdir / (f"input_{n:02d}" if job.uploads_expected > 1 else "input")
             async with await trio.open_file(path, "wb") as out:
                 await out.write(frame.payload)

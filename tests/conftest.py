@@ -148,3 +148,16 @@ async def server(start_server: StartServer) -> Endpoints:
 def workdir(tmp_path: Path) -> Path:
     """The server's temp root parent: job dirs live in `workdir/ffserve-*/job-*`."""
     return tmp_path / "work"
+
+
+@pytest.fixture(scope="session")
+def blocker(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 h of 16 kHz mono silence as FLAC (1.3 MB): `speed` 0.25 on it keeps FFmpeg busy
+    for far longer than any test waits, so a test can hold the worker slot and then
+    cancel, time out or disconnect it. Cheap to upload, cheap to make."""
+    path = tmp_path_factory.mktemp("blocker") / "blocker.flac"
+    ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "7200", "-c:a", "flac", str(path))
+    return path
+
+
+BLOCKER_OPTIONS = {"speed_factor": 0.25}

@@ -192,3 +192,62 @@ async def wait_no_children(seconds: float = 2.0) -> list[int]:
         while child_pids():  # noqa: ASYNC110 (no event exists for "a process exited")
             await trio.sleep(0.02)
     return child_pids()
+
+
+def mean_volume(path: Path) -> float:
+    """Mean volume in dB of the first audio stream (ffmpeg volumedetect)."""
+    out = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostats", "-i", str(path), "-map", "0:a:0"]
+        + ["-af", "volumedetect", "-f", "null", "-"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    line = next(x for x in out.stderr.splitlines() if "mean_volume:" in x)
+    return float(line.split("mean_volume:")[1].split()[0])
+
+
+def integrated_loudness(path: Path) -> float:
+    """Integrated loudness in LUFS of the first audio stream (ffmpeg ebur128)."""
+    out = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostats", "-i", str(path), "-map", "0:a:0"]
+        + ["-af", "ebur128", "-f", "null", "-"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    summary = out.stderr.rsplit("Summary:", 1)[1]
+    line = next(x for x in summary.splitlines() if x.strip().startswith("I:"))
+    return float(line.split()[1])
+
+
+# --- lifecycle / bad-input helpers --------------------------------------------------
+
+
+def job_dirs(workdir: Path) -> list[Path]:
+    """Job temp dirs left under a test server's temp root (`workdir/ffserve-*/job-*`)."""
+    return sorted(workdir.glob("ffserve-*/job-*"))
+
+
+async def next_error(client: Client, code: str, job_id: str | None = None) -> dict[str, Any]:
+    """The very next frame must be an `error` with `code` (and `job_id`, when given)."""
+    message = await client.recv_json()
+    assert message["type"] == "error", message
+    assert message["code"] == code, message
+    if job_id is not None:
+        assert message.get("job_id") == job_id, message
+    return message
+
+
+async def wait_for(client: Client, job_id: str, kind: str, stage: str | None = None) -> None:
+    """Read (and drop) frames until `job_id` gets a `kind` message (at `stage`, if given).
+
+    Errors: AssertionError if the job ends (error) first.
+    """
+    while True:
+        message = await client.recv()
+        if isinstance(message, bytes) or message.get("job_id") != job_id:
+            continue
+        if message["type"] == kind and (stage is None or message.get("stage") == stage):
+            return
+        assert message["type"] != "error", message
