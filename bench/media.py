@@ -1,0 +1,94 @@
+"""Test media made with lavfi at the start of a run, so the bench needs no files."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import attrs
+
+
+@attrs.frozen
+class Media:
+    small: Path  # 2 s 640x360 @ 25 fps, H.264 + AAC stereo
+    long: Path  # 10 s 1280x720 @ 25 fps, H.264 + AAC stereo (length adjustable)
+    big: Path  # uncompressed WAV of about `upload_mb` MiB, for the large-upload scenario
+
+
+def clip(path: Path, size: str, seconds: float, *, ffmpeg: str = "ffmpeg") -> Path:
+    """An H.264 + AAC MP4 test pattern with a tone."""
+    subprocess.run(
+        [
+            ffmpeg,
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size={size}:rate=25:duration={seconds:g}",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=440:duration={seconds:g}:sample_rate=44100",
+            "-ac",
+            "2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "50",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-shortest",
+            str(path),
+        ],
+        check=True,
+        timeout=120,
+    )
+    return path
+
+
+def wav(path: Path, mib: float, *, ffmpeg: str = "ffmpeg") -> Path:
+    """A 48 kHz stereo 16-bit WAV of about `mib` MiB (192,000 bytes per second)."""
+    seconds = max(1.0, mib * 1024 * 1024 / 192_000)
+    subprocess.run(
+        [
+            ffmpeg,
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=440:duration={seconds:.3f}:sample_rate=48000",
+            "-ac",
+            "2",
+            "-c:a",
+            "pcm_s16le",
+            str(path),
+        ],
+        check=True,
+        timeout=300,
+    )
+    return path
+
+
+def generate(
+    directory: Path, *, long_seconds: float = 10.0, upload_mb: float = 200.0, ffmpeg: str = "ffmpeg"
+) -> Media:
+    """Make the bench's media in `directory` (blocking: run it in a thread)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return Media(
+        small=clip(directory / "small_640x360_2s.mp4", "640x360", 2.0, ffmpeg=ffmpeg),
+        long=clip(
+            directory / f"long_1280x720_{long_seconds:g}s.mp4",
+            "1280x720",
+            long_seconds,
+            ffmpeg=ffmpeg,
+        ),
+        big=wav(directory / f"big_{upload_mb:g}MiB.wav", upload_mb, ffmpeg=ffmpeg),
+    )
