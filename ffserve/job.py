@@ -17,9 +17,9 @@ import trio
 from ffserve.errors import ErrorCode, FFserveError, JobError, ProtocolError
 from ffserve.fetch import FetchPolicy, fetch_to_file
 from ffserve.framing import BinaryFrame, encode_header
-from ffserve.media import MediaInfo, output_metadata, parse_probe, probe_args
-from ffserve.messages import Completed, Error, Input, Progress, UploadInput, UrlInput
-from ffserve.ops import Plan, Source, build_plan, ffmpeg_prefix
+from ffserve.media import MediaInfo, full_metadata, output_metadata, parse_probe, probe_args
+from ffserve.messages import Completed, Error, Input, Progress, UrlInput
+from ffserve.ops import METADATA_ONLY, Plan, Source, build_plan, ffmpeg_prefix, inputs_expected
 from ffserve.options import Options
 from ffserve.outbox import Outbox
 from ffserve.process import ProcessFailed, run_capture, run_ffmpeg, summarize
@@ -48,7 +48,10 @@ class Job:
     )
 
     def __attrs_post_init__(self) -> None:
-        self.uploads_expected = 1 if isinstance(self.input, UploadInput) else 0
+        expected = inputs_expected(self.options)
+        if isinstance(self.input, UrlInput):
+            expected -= 1  # the URL is the first input; any others are uploads
+        self.uploads_expected = expected
         self._uploads = trio.open_memory_channel[BinaryFrame](max(self.uploads_expected, 1))
 
     def advance(self, state: JobState) -> None:
@@ -108,6 +111,16 @@ async def _work(job: Job, services: Services, outbox: Outbox) -> None:
                 f"input not complete within {config.jobs.input_timeout_s:g} s",
                 code=ErrorCode.TIMEOUT,
             ) from None
+        if job.operation in METADATA_ONLY:
+            job.advance(JobState.QUEUED)
+            job.advance(JobState.DELIVERING)
+            await outbox.send(
+                Completed(
+                    job.job_id, full_metadata(sources[0].info), "none", f"{job.operation} completed"
+                )
+            )
+            job.advance(JobState.DONE)
+            return
         plan = build_plan(job.operation, job.options, sources, workdir)
         job.advance(JobState.QUEUED)
         outbox.offer(Progress(job.job_id, 0.0, "queued"))
@@ -121,30 +134,29 @@ async def _work(job: Job, services: Services, outbox: Outbox) -> None:
 
 async def _receive_input(job: Job, services: Services, workdir: Path) -> list[Source]:
     config = services.config
+    total = inputs_expected(job.options)
+    paths = []
     if isinstance(job.input, UrlInput):
-        path = workdir / "input"
+        path = workdir / ("input_00" if total > 1 else "input")
         policy = FetchPolicy(
             config.security.allow_private_urls,
             config.max_upload_bytes,
             config.security.url_max_redirects,
         )
         await fetch_to_file(services.http, job.input.url, path, policy)
-        name = job.input.url.rsplit("/", 1)[-1].split("?", 1)[0]
-        paths = [(path, name)]
-    else:
-        paths = []
-        for n in range(job.uploads_expected):
-            frame = await job._uploads[1].receive()
-            if len(frame.payload) > config.max_upload_bytes:
-                raise JobError(
-                    f"upload is {len(frame.payload)} bytes; the limit is "
-                    f"{config.max_upload_bytes} bytes",
-                    code=ErrorCode.TOO_LARGE,
-                )
-            path = workdir / (f"input_{n:02d}" if job.uploads_expected > 1 else "input")
-            async with await trio.open_file(path, "wb") as out:
-                await out.write(frame.payload)
-            paths.append((path, frame.filename))
+        paths.append((path, job.input.url.rsplit("/", 1)[-1].split("?", 1)[0]))
+    while len(paths) < total:
+        frame = await job._uploads[1].receive()
+        if len(frame.payload) > config.max_upload_bytes:
+            raise JobError(
+                f"upload is {len(frame.payload)} bytes; the limit is "
+                f"{config.max_upload_bytes} bytes",
+                code=ErrorCode.TOO_LARGE,
+            )
+        path = workdir / (f"input_{len(paths):02d}" if total > 1 else "input")
+        async with await trio.open_file(path, "wb") as out:
+            await out.write(frame.payload)
+        paths.append((path, frame.filename))
     return [Source(path, await probe(services, path), name) for path, name in paths]
 
 
@@ -196,11 +208,25 @@ async def _run(job: Job, services: Services, outbox: Outbox, plan: Plan, workdir
         if throttle.ready(trio.current_time()):
             outbox.offer(Progress(job.job_id, percentage, plan.stage))
 
-    args = [*ffmpeg_prefix(config.ffmpeg.ffmpeg, config.ffmpeg.threads), *plan.args]
+    prefix = ffmpeg_prefix(config.ffmpeg.ffmpeg, config.ffmpeg.threads)
+    for path, text in plan.files:
+        await trio.Path(path).write_text(text, encoding="utf-8")
     try:
         with trio.fail_after(config.jobs.timeout_s):
+            for step in plan.before:
+                await run_ffmpeg(
+                    [*prefix, *step],
+                    parser=ProgressParser(None),
+                    on_progress=lambda _: None,
+                    grace=config.ffmpeg.kill_grace_s,
+                    cwd=str(workdir),
+                )
             await run_ffmpeg(
-                args, parser=parser, on_progress=report, grace=config.ffmpeg.kill_grace_s
+                [*prefix, *plan.args],
+                parser=parser,
+                on_progress=report,
+                grace=config.ffmpeg.kill_grace_s,
+                cwd=str(workdir),
             )
     except trio.TooSlowError:
         raise JobError(
@@ -229,13 +255,23 @@ async def _deliver(job: Job, services: Services, outbox: Outbox, plan: Plan) -> 
             )
         metadata.append({"filename": output.filename, **meta})
     first = metadata[0]
+    several = len(metadata) > 1
+    names = ", ".join(m["filename"] for m in metadata)
     await outbox.send(
-        Completed(job.job_id, first, "binary", f"{job.operation} completed: {first['filename']}")
+        Completed(
+            job.job_id,
+            first,
+            "binary",
+            f"{job.operation} completed: {names}",
+            outputs=metadata if several else None,
+        )
     )
-    for output in plan.outputs:
+    for index, output in enumerate(plan.outputs):
         async with await trio.open_file(output.path, "rb") as f:
             data = await f.read()
-        await outbox.send_binary(encode_header(job.job_id, output.filename) + data)
+        # Several outputs: each frame says which it is, so a client knows the last one.
+        extra = {"index": index, "count": len(plan.outputs)} if several else {}
+        await outbox.send_binary(encode_header(job.job_id, output.filename, **extra) + data)
 
 
 async def _verify(services: Services, path: Path) -> MediaInfo:

@@ -234,3 +234,32 @@ def output_metadata(info: MediaInfo, container: str) -> dict[str, Any]:
         "sample_rate": audio.sample_rate if audio else None,
         "channels": audio.channels if audio else None,
     }
+
+
+def full_metadata(info: MediaInfo) -> dict[str, Any]:
+    """Everything the `probe` operation reports: container, timing, every stream."""
+    return {
+        "format": info.demuxer,
+        "format_name": info.format_name,
+        "duration": round(info.duration, 3) if info.duration else None,
+        "size_bytes": info.size_bytes,
+        "bitrate": info.bit_rate,
+        "streams": [
+            {
+                "index": s.index,
+                "type": s.kind,
+                "cover_art": s.is_cover_art,
+                "codec": s.codec,
+                "profile": s.profile,
+                "width": s.width,
+                "height": s.height,
+                "rotation": s.rotation,
+                "fps": s.fps,
+                "sample_rate": s.sample_rate,
+                "channels": s.channels,
+                "language": s.language,
+                "bitrate": s.bit_rate,
+            }
+            for s in info.streams
+        ],
+    }

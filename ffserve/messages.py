@@ -88,6 +88,8 @@ class Completed:
     output_metadata: dict[str, Any]
     delivery_method: str
     message: str
+    # Extension: present only for jobs with several outputs (e.g. thumbnail count > 1).
+    outputs: list[dict[str, Any]] | None = None
 
 
 @attrs.frozen

@@ -8,7 +8,7 @@ sends is ever spliced into an FFmpeg argument or filter graph as text.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 
@@ -189,6 +189,8 @@ class SubtitleOptions:
 @attrs.frozen
 class BurnSubtitleOptions:
     subtitle_index: int = attrs.field(default=0, validator=in_range(0, 99))
+    # True: the subtitles come as a second upload (SRT, ASS or WebVTT file) of the job.
+    subtitle_upload: bool = False
     format: str | None = attrs.field(default=None, validator=one_of("mp4", "mkv", "webm", "mov"))
 
 
@@ -223,20 +225,11 @@ OPERATIONS: dict[str, type[Any]] = {
     "trim": TrimOptions,
     "gif": GifOptions,
     "filter": FilterOptions,
+    "concat": ConcatOptions,
+    "extract_subtitles": SubtitleOptions,
+    "burn_subtitles": BurnSubtitleOptions,
+    "probe": ProbeOptions,
 }
-
-Operation = Literal[
-    "speed",
-    "compress",
-    "extract_audio",
-    "remove_audio",
-    "convert",
-    "thumbnail",
-    "trim",
-    "gif",
-    "filter",
-]
-
 
 def parse_options(operation: str, raw: dict[str, Any]) -> Options:
     """Errors: ValidationError(UNKNOWN_OPERATION | VALIDATION_ERROR) naming `$.options.<field>`."""

@@ -60,6 +60,7 @@ async def run_ffmpeg(
     parser: ProgressParser,
     on_progress: Callable[[float], None],
     grace: float,
+    cwd: str | None = None,
 ) -> None:
     """Run FFmpeg with `-progress pipe:1` already in `args`, reporting progress as it rises.
 
@@ -76,6 +77,7 @@ async def run_ffmpeg(
                 stderr=subprocess.PIPE,
                 check=False,
                 deliver_cancel=partial(_terminate, grace),
+                cwd=cwd,
             )
         )
         assert process.stdout is not None and process.stderr is not None

@@ -113,7 +113,8 @@ class Client:
             if message["type"] == "error":
                 break
             if message["type"] == "completed":
-                expected = len(message.get("outputs") or [None])
+                no_binary = message["delivery_method"] != "binary"
+                expected = 0 if no_binary else len(message.get("outputs") or [None])
         return JobResult(messages, outputs)
 
     async def run(

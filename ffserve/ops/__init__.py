@@ -7,13 +7,16 @@ from pathlib import Path
 from typing import Any
 
 from ffserve.ops.common import Output, Plan, Source, ffmpeg_prefix
+from ffserve.ops.concat import concat
 from ffserve.ops.filters import apply_filters
 from ffserve.ops.retime import speed, trim
 from ffserve.ops.stills import gif, thumbnail
+from ffserve.ops.subtitles import burn_subtitles, extract_subtitles
 from ffserve.ops.transcode import compress, convert, extract_audio, remove_audio
-from ffserve.options import Options
+from ffserve.options import BurnSubtitleOptions, ConcatOptions, Options
 
-BUILDERS: dict[str, Callable[[Any, Source, Path], Plan]] = {
+# Operations on one input.
+SINGLE: dict[str, Callable[[Any, Source, Path], Plan]] = {
     "speed": speed,
     "compress": compress,
     "extract_audio": extract_audio,
@@ -23,12 +26,39 @@ BUILDERS: dict[str, Callable[[Any, Source, Path], Plan]] = {
     "trim": trim,
     "gif": gif,
     "filter": apply_filters,
+    "extract_subtitles": extract_subtitles,
 }
+# Operations on several inputs.
+MULTI: dict[str, Callable[[Any, list[Source], Path], Plan]] = {
+    "concat": concat,
+    "burn_subtitles": burn_subtitles,
+}
+# Operations that run no FFmpeg at all: the answer is the input's metadata.
+METADATA_ONLY = frozenset({"probe"})
+
+
+def inputs_expected(options: Options) -> int:
+    """How many files the job's input consists of (uploads, or 1 for a URL)."""
+    if isinstance(options, ConcatOptions):
+        return options.file_count
+    if isinstance(options, BurnSubtitleOptions) and options.subtitle_upload:
+        return 2
+    return 1
 
 
 def build_plan(operation: str, options: Options, sources: list[Source], workdir: Path) -> Plan:
     """The FFmpeg work for one job. Errors: JobError when the media does not fit the operation."""
-    return BUILDERS[operation](options, sources[0], workdir)
+    if operation in MULTI:
+        return MULTI[operation](options, sources, workdir)
+    return SINGLE[operation](options, sources[0], workdir)
 
 
-__all__ = ["Output", "Plan", "Source", "build_plan", "ffmpeg_prefix"]
+__all__ = [
+    "METADATA_ONLY",
+    "Output",
+    "Plan",
+    "Source",
+    "build_plan",
+    "ffmpeg_prefix",
+    "inputs_expected",
+]

@@ -38,6 +38,10 @@ class Plan:
     outputs: tuple[Output, ...]
     expected_duration: float | None
     stage: str = "processing"
+    # Commands to run first (no progress), e.g. turning a subtitle stream into a file.
+    before: tuple[tuple[str, ...], ...] = ()
+    # Small files of our own to write into the job dir first (name, text).
+    files: tuple[tuple[Path, str], ...] = ()
 
 
 @attrs.frozen
@@ -57,9 +61,8 @@ def _c(ext: str, muxer: str, video: str, audio: str, dv: str | None, da: str | N
 
 
 CONTAINERS: dict[str, Container] = {
-    "mp4": _c(
-        "mp4", "mp4", "h264 hevc mpeg4 av1 vp9 h263", "aac mp3 opus flac ac3 alac", "h264", "aac"
-    ),
+    # Not h263 (the mp4 muxer refuses it) nor flac (experimental in mp4 before FFmpeg 6).
+    "mp4": _c("mp4", "mp4", "h264 hevc mpeg4 av1 vp9", "aac mp3 opus ac3 alac", "h264", "aac"),
     "mov": _c(
         "mov",
         "mov",
@@ -187,6 +190,14 @@ def read(source: Source, *, seek: float | None = None, duration: float | None = 
 
 def encode_video(codec: str = "h264") -> list[str]:
     return ["-c:v", *ENCODERS[codec]]
+
+
+def copy_video(codec: str, container: Container) -> list[str]:
+    """Stream-copy the video; AVI needs H.264 in Annex B form, as MP4/MKV do not store it
+    (the filter passes Annex B input through unchanged)."""
+    if container.muxer == "avi" and codec == "h264":
+        return ["-c:v", "copy", "-bsf:v", "h264_mp4toannexb"]
+    return ["-c:v", "copy"]
 
 
 def encode_audio(codec: str = "aac", bitrate_kbps: int | None = None) -> list[str]:
