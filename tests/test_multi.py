@@ -310,7 +310,8 @@ def cue_starts(path: Path, index: int) -> list[float]:
 
 def clock(seconds: float, separator: str) -> str:
     ms = round(seconds * 1000)
-    return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}{separator}{ms % 1000:03d}"
+    hours, minutes, secs = ms // 3600000, ms // 60000 % 60, ms // 1000 % 60
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{ms % 1000:03d}"
 
 
 @pytest.mark.parametrize(
