@@ -125,6 +125,12 @@ async def run(args: argparse.Namespace, names: list[str]) -> Report:
     nofile = raise_open_files_limit()
     load_start = os.getloadavg()[0]
     started = _now()
+    # A refused target is refused before any work is done.
+    target = None
+    if args.url:
+        target = await connect_target(
+            args.url, args.health_url, args.workers, allow_remote=args.allow_remote
+        )
     with tempfile.TemporaryDirectory(prefix="ffserve-bench-") as tmp:
         scratch = Path(tmp)
         _log("generating media with lavfi")
@@ -133,10 +139,7 @@ async def run(args: argparse.Namespace, names: list[str]) -> Report:
                 scratch / "media", long_seconds=args.long_seconds, upload_mb=sizes.upload_mb
             )
         )
-        if args.url:
-            target = await connect_target(
-                args.url, args.health_url, args.workers, allow_remote=args.allow_remote
-            )
+        if target is not None:
             report = await _run_all(target, media, sizes, scratch, names)
         else:
             workers = args.workers or os.cpu_count() or 1
@@ -144,8 +147,8 @@ async def run(args: argparse.Namespace, names: list[str]) -> Report:
             _log(f"starting ffserve with {workers} workers")
             async with open_server(
                 workers, scratch / "server", log_path=scratch / "server.log"
-            ) as target:
-                report = await _run_all(target, media, sizes, scratch, names)
+            ) as started_target:
+                report = await _run_all(started_target, media, sizes, scratch, names)
     report.started_at = started
     report.finished_at = _now()
     report.mode = "quick" if args.quick else "full"

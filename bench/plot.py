@@ -135,7 +135,8 @@ def render(report: Report) -> str:
         "<style>body{font-family:sans-serif;max-width:60em;margin:auto}"
         "pre{background:#f6f6f6;padding:.5em;overflow-x:auto}</style></head><body>"
         f"<h1>ffserve bench, {html.escape(report.started_at)}</h1>"
-        f"<pre>{html.escape(report.text())}</pre>{body}</body></html>\n"
+        f"{body}<h2>full text report</h2><pre>{html.escape(report.text())}</pre>"
+        "</body></html>\n"
     )
 
 

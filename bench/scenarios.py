@@ -214,10 +214,16 @@ class Comparison:
     service: list[Batch] = attrs.Factory(list)
     plain: list[Batch] = attrs.Factory(list)
 
-    def fill(self, result: ScenarioResult) -> None:
+    def fill(self, result: ScenarioResult, *, compare_latency: bool) -> None:
         result.series["service"] = [x for b in self.service for x in b.latencies]
         result.series["plain ffmpeg"] = [x for b in self.plain for x in b.latencies]
-        result.compare = ("service", "plain ffmpeg")
+        if compare_latency:
+            result.compare = ("service", "plain ffmpeg")
+        else:
+            result.notes.append(
+                "service latency includes waiting for a worker (more clients than workers); "
+                "plain FFmpeg's does not: compare throughput, not latency, here"
+            )
         done = sum(len(b.latencies) for b in self.service)
         plain_done = sum(len(b.latencies) for b in self.plain)
         service_rate = rate(done, sum(b.wall for b in self.service))
@@ -306,7 +312,7 @@ async def _compare_jobs(
             TIMED_OUT,
             f"stopped after {bench.sizes.scenario_timeout_s:g} s",
         )
-    comparison.fill(result)
+    comparison.fill(result, compare_latency=concurrency <= parallelism)
     return comparison
 
 

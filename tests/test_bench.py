@@ -1,0 +1,233 @@
+"""The bench's own pieces: statistics, /proc parsing, report building, plain FFmpeg, and a
+smoke run of `python -m bench --quick` against a live server. No timing thresholds here:
+judging the figures is the bench's job, not the tests'."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from bench.baseline import PlainFFmpeg
+from bench.cli import main
+from bench.media import clip
+from bench.pinger import Phase, PingLog
+from bench.plot import cdf_svg, render
+from bench.procstat import ProcessWatch, parse_stat, parse_status
+from bench.report import NOT_RUN, SCHEMA, Goal, Report, ScenarioResult
+from bench.scenarios import SCENARIOS
+from bench.server import is_loopback
+from bench.stats import Summary, percentile, rate, ratio
+
+REPO = Path(__file__).resolve().parents[1]
+
+# --- statistics -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [
+        ([1.0, 2.0, 3.0, 4.0], 50, 2.5),
+        ([1.0, 2.0, 3.0, 4.0], 0, 1.0),
+        ([1.0, 2.0, 3.0, 4.0], 100, 4.0),
+        ([4.0, 1.0, 3.0, 2.0], 50, 2.5),  # order does not matter
+        ([7.0], 99, 7.0),
+        (list(map(float, range(1, 101))), 95, 95.05),
+        (list(map(float, range(1, 101))), 99, 99.01),
+        ([10.0, 20.0], 25, 12.5),
+    ],
+)
+def test_percentile_interpolates_linearly(values: list[float], q: float, expected: float) -> None:
+    assert percentile(values, q) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("values", "q"), [([], 50), ([1.0], -1), ([1.0], 101)])
+def test_percentile_refuses_nonsense(values: list[float], q: float) -> None:
+    with pytest.raises(ValueError):
+        percentile(values, q)
+
+
+def test_summary_and_ratios() -> None:
+    summary = Summary.of([0.1, 0.2, 0.3, 0.4, 1.0])
+    assert summary is not None
+    assert (summary.n, summary.min, summary.max) == (5, 0.1, 1.0)
+    assert summary.p50 == pytest.approx(0.3)
+    assert summary.mean == pytest.approx(0.4)
+    assert Summary.of([]) is None
+    assert ratio(3.0, 2.0) == 1.5
+    assert ratio(1.0, 0.0) is None and ratio(None, 1.0) is None
+    assert rate(10, 2.0) == 5.0 and rate(1, 0.0) is None
+
+
+# --- /proc ----------------------------------------------------------------------------
+
+
+def test_parse_stat_counts_fields_after_the_command_name() -> None:
+    # A command name with spaces and a ')' must not shift the fields.
+    fields = ["S", "42"] + ["0"] * 9 + ["150", "50", "7", "3"] + ["0"] * 30
+    text = "1234 (py thon) x) " + " ".join(fields)
+    assert parse_stat(text) == (42, 150, 50, 7, 3)
+
+
+def test_parse_status_reads_vm_lines() -> None:
+    text = "Name:\tpython\nVmPeak:\t  300 kB\nVmHWM:\t  120 kB\nVmRSS:\t  100 kB\nThreads:\t3\n"
+    assert parse_status(text) == {"VmPeak": 300, "VmHWM": 120, "VmRSS": 100}
+
+
+def test_process_watch_reads_this_process() -> None:
+    watch = ProcessWatch(os.getpid())
+    cpu = watch.cpu()
+    assert cpu is not None and cpu.own > 0
+    memory = watch.memory_kib()
+    assert memory["VmRSS"] > 0 and memory["VmHWM"] >= memory["VmRSS"]
+
+
+# --- report building ------------------------------------------------------------------
+
+
+def sample_report() -> Report:
+    latency = ScenarioResult("small_job_latency", "small job latency")
+    latency.params.update(n=4, operation="thumbnail")
+    latency.series["service"] = [0.2, 0.3, 0.25, 0.22]
+    latency.series["plain ffmpeg"] = [0.1, 0.1, 0.12, 0.11]
+    latency.compare = ("service", "plain ffmpeg")
+    latency.metrics.update(service_jobs_per_s=4.0, plain_ffmpeg_jobs_per_s=9.0)
+    latency.server.update(cpu_s=1.5, peak_rss_mib=80.0)
+    latency.goals.append(Goal("small job p50 / plain FFmpeg", latency.ratios()["p50"], "<=", 1.3))
+    skipped = ScenarioResult("big_file", "big file", status=NOT_RUN, reason="no chunked transfer")
+    skipped.goals.append(Goal("side ping p99", None, "<", 20, "ms"))
+    return Report(
+        "2024-01-01T00:00:00+00:00",
+        "2024-01-01T00:01:00+00:00",
+        "quick",
+        {"cpus": 2},
+        {"url": "ws://127.0.0.1:1/", "workers": 2},
+        [latency, skipped],
+    )
+
+
+def test_report_json_shape() -> None:
+    data = json.loads(json.dumps(sample_report().to_json(), allow_nan=False))
+    assert data["schema"] == SCHEMA
+    first, second = data["scenarios"]
+    assert first["series"]["service"]["summary"]["n"] == 4
+    assert first["series"]["service"]["samples"] == [0.2, 0.3, 0.25, 0.22]
+    assert first["latency_ratios"]["p50"] == pytest.approx(0.235 / 0.105)
+    assert first["goals"][0]["met"] is False
+    assert second["status"] == "not_run" and second["reason"] == "no chunked transfer"
+    assert second["goals"][0]["met"] is None
+    assert [g["scenario"] for g in data["goals"]] == ["small_job_latency", "big_file"]
+
+
+def test_report_text_tables() -> None:
+    text = sample_report().text()
+    assert "== small job latency [small_job_latency] ==" in text
+    assert "p50 ms" in text and "p99 ms" in text
+    service_row = next(line for line in text.splitlines() if line.strip().startswith("service "))
+    assert "235.0" in service_row  # p50 in ms
+    assert "ratio service/plain ffmpeg" in text and "2.24x" in text
+    assert "status: not_run: no chunked transfer" in text
+    assert "NOT MET" in text and "not measured" in text
+    assert "== targets (issue 5, part 4) ==" in text
+
+
+@pytest.mark.parametrize(
+    ("value", "op", "limit", "met"),
+    [(1.0, "<=", 1.0, True), (1.0, "<", 1.0, False), (0.9, ">=", 0.85, True), (None, "<", 1, None)],
+)
+def test_goal_verdicts(value: float | None, op: str, limit: float, met: bool | None) -> None:
+    assert Goal("g", value, op, limit).met is met
+
+
+def test_plot_is_self_contained_svg() -> None:
+    page = render(sample_report())
+    assert page.count("<svg") >= 2 and "<polyline" in page
+    assert "<script" not in page and "http" not in page.replace(
+        'xmlns="http://www.w3.org/2000/svg"', ""
+    ).replace("ws://127.0.0.1:1/", "")
+    assert "no samples" in cdf_svg({"empty": []})
+
+
+def test_ping_log_sorts_samples_into_phases() -> None:
+    log = PingLog(
+        samples=[(1.0, 0.001), (2.5, 0.002), (3.5, 0.003)],
+        phases=[Phase("service", 0.0, 2.0), Phase("plain", 2.0, 3.0), Phase("service", 3.0, 4.0)],
+    )
+    assert log.during("service") == [0.001, 0.003]
+    assert log.during("plain") == [0.002]
+
+
+def test_only_loopback_targets_by_default() -> None:
+    assert is_loopback("ws://127.0.0.1:8080/") and is_loopback("ws://[::1]:8080/")
+    assert is_loopback("ws://localhost:8080/")
+    assert not is_loopback("ws://10.0.0.1:8080/") and not is_loopback("ws://example.com/")
+    assert main(["--url", "ws://192.0.2.1:8080/", "--json", "/dev/null"]) == 2
+
+
+# --- plain FFmpeg ---------------------------------------------------------------------
+
+
+async def test_plain_ffmpeg_runs_the_service_command(tmp_path: Path) -> None:
+    source = await trio.to_thread.run_sync(lambda: clip(tmp_path / "tiny.mp4", "160x120", 0.5))
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    plain = await trio.to_thread.run_sync(
+        lambda: PlainFFmpeg.for_job("thumbnail", {"timestamp": 0.2}, source, runs)
+    )
+    command = plain.command(Path("/x"))
+    assert command[0] == "ffmpeg" and "-progress" in command
+    assert f"file:{source}" in command and command[-1] == "file:/x/output.jpg"
+    with trio.fail_after(30):
+        batch = await plain.run_batch(3, 2)
+    assert len(batch.latencies) == 3 and all(t > 0 for t in batch.latencies)
+    assert batch.wall >= max(batch.latencies)
+    assert list(runs.iterdir()) == []  # every run's directory is removed
+
+
+# --- smoke: the whole tool against a live server ----------------------------------------
+
+
+def test_quick_bench_produces_a_complete_report(tmp_path: Path) -> None:
+    out, page = tmp_path / "report.json", tmp_path / "report.html"
+    args = [
+        sys.executable, "-m", "bench", "--quick", "-n", "3", "--concurrency", "3",
+        "--long-jobs", "1", "--long-seconds", "1", "--upload-mb", "2", "--connections", "20",
+        "--fairness-jobs", "4", "--timeout", "60", "--json", str(out), "--plot", str(page),
+    ]  # fmt: skip
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["schema"] == SCHEMA and data["mode"] == "quick"
+    assert data["target"]["started_by_bench"] is True and data["target"]["workers"] >= 1
+    scenarios = {s["name"]: s for s in data["scenarios"]}
+    assert list(scenarios) == list(SCENARIOS)
+    for name, scenario in scenarios.items():
+        if name == "big_file":
+            assert scenario["status"] == "not_run"
+            assert "chunked transfer not available" in scenario["reason"]
+            continue
+        assert scenario["status"] == "ok", (name, scenario["reason"])
+        assert scenario["series"], name
+        for series_name, series in scenario["series"].items():
+            assert series["summary"] is not None, (name, series_name)
+        assert {"cpu_s", "peak_rss_mib"} <= set(scenario["server"]), name
+        assert scenario["goals"], name
+    for name in ("small_job_latency", "throughput", "long_job"):
+        metrics = scenarios[name]["metrics"]
+        assert metrics["service_errors"] == 0, scenarios[name]["notes"]
+        assert metrics["throughput_ratio"] is not None
+        assert scenarios[name]["series"]["service"]["summary"]["n"] >= 1
+    assert scenarios["small_job_latency"]["latency_ratios"]["p50"] is not None
+    assert scenarios["throughput"]["series"]["side ping (service batches)"]["samples"]
+    assert scenarios["connections"]["metrics"]["opened"] == 20
+    assert scenarios["fairness"]["metrics"]["single_error"] is None
+    assert scenarios["large_upload"]["metrics"]["job_error"] is None
+    text = done.stdout
+    assert "== targets (issue 5, part 4) ==" in text
+    assert all(f"[{name}]" in text for name in SCENARIOS)
+    assert "<svg" in page.read_text()
