@@ -13,6 +13,7 @@ from ffserve.ops.common import (
     Plan,
     Source,
     audio_family,
+    copy_video,
     encode_audio,
     encode_video,
     even,
@@ -124,8 +125,10 @@ def apply_filters(options: FilterOptions, source: Source, workdir: Path) -> Plan
         if video_chain:
             chain = video_chain + even_fix(size or (2, 2))
             args += ["-filter:v", ",".join(chain), *encode_video()]
-        elif video.codec in container.video_codecs and video.codec != "h263":
-            args += ["-c:v", "copy"]  # audio-only filtering leaves the video untouched
+        elif video.codec in container.video_codecs:
+            args += copy_video(
+                video.codec, container
+            )  # audio-only filtering leaves the video untouched
         else:
             vf = even_fix(video.display_size or (2, 2))
             args += [*(["-filter:v", ",".join(vf)] if vf else []), *encode_video()]

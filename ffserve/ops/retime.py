@@ -22,6 +22,9 @@ from ffserve.ops.common import (
 )
 from ffserve.options import SpeedOptions, TrimOptions
 
+# Speeding up keeps every frame (2x of 25 fps plays at 50 fps) up to this rate.
+MAX_SPEED_FPS = 60.0
+
 # A trim end this close past the input's end is rounding, not a mistake: clamp it.
 END_TOLERANCE_S = 0.05
 
@@ -47,7 +50,15 @@ def speed(options: SpeedOptions, source: Source, workdir: Path) -> Plan:
     if info.video is not None:
         container = CONTAINERS["mp4"]
         args += video_maps(source)
-        vf = [f"setpts=PTS/{num(factor)}", *even_fix(info.video.display_size or (2, 2))]
+        # An explicit output rate: without it the muxer's constant-rate conversion adds or
+        # drops frames at the end, and the duration misses input/factor by up to 3 frames.
+        fps = info.video.fps or 25.0
+        out_fps = min(fps * factor, max(fps, MAX_SPEED_FPS)) if factor > 1 else fps
+        vf = [
+            f"setpts=PTS/{num(factor)}",
+            f"fps={num(out_fps)}",
+            *even_fix(info.video.display_size or (2, 2)),
+        ]
         args += ["-filter:v", ",".join(vf), *encode_video()]
     else:
         container = audio_family(source)

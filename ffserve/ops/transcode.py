@@ -11,6 +11,7 @@ from ffserve.ops.common import (
     Plan,
     Source,
     audio_family,
+    copy_video,
     encode_audio,
     encode_video,
     even_fix,
@@ -32,15 +33,17 @@ from ffserve.options import (
 # Quality presets: CRF for H.264 (and VP9, which uses a larger scale) and audio bitrate.
 PRESETS = {"high": (20, 31, 192), "medium": (26, 36, 128), "low": (32, 42, 96)}
 
-# The container a stream-copied video keeps, by the demuxer it came from.
-SAME_CONTAINER = {
-    "mov": "mp4",
-    "matroska": "mkv",
-    "avi": "avi",
-    "mpegts": "ts",
-    "ogg": "ogv",
-    "flv": "flv",
-    "mpeg": "ts",
+# Containers a stream-copied video may go into, by the demuxer it came from: its own
+# family first (MP4 and 3GP share the "mov" demuxer, and H.263 from a 3GP fits only
+# MOV of the two), then Matroska, which holds every codec we know.
+COPY_CONTAINERS = {
+    "mov": ("mp4", "mov"),
+    "matroska": ("mkv",),
+    "avi": ("avi",),
+    "mpegts": ("ts",),
+    "ogg": ("ogv",),
+    "flv": ("flv",),
+    "mpeg": ("ts",),
 }
 
 
@@ -121,7 +124,7 @@ def remove_audio(options: RemoveAudioOptions, source: Source, workdir: Path) -> 
     args = [*read(source), "-map", f"0:{video.index}", "-an", "-sn", "-dn"]
     container = _copy_container(source) if options.keep_video_quality else None
     if container is not None:
-        args += ["-c:v", "copy"]
+        args += copy_video(video.codec, container)
         stage = "processing (stream copy)"
     else:
         container = CONTAINERS["mp4"]
@@ -135,13 +138,12 @@ def remove_audio(options: RemoveAudioOptions, source: Source, workdir: Path) -> 
 def _copy_container(source: Source) -> Container | None:
     """A container that can take the input's video stream as it is, if there is one."""
     video = source.info.video
-    name = SAME_CONTAINER.get(source.info.demuxer)
-    if video is None or name is None:
+    if video is None:
         return None
-    if name == "mkv" and video.codec in ("vp8", "vp9", "av1"):
-        name = "webm"
-    container = CONTAINERS[name]
-    return container if video.codec in container.video_codecs else None
+    names = [*COPY_CONTAINERS.get(source.info.demuxer, ()), "mkv"]
+    if names[0] == "mkv" and video.codec in ("vp8", "vp9", "av1"):
+        names.insert(0, "webm")
+    return next((CONTAINERS[n] for n in names if video.codec in CONTAINERS[n].video_codecs), None)
 
 
 def convert(options: ConvertOptions, source: Source, workdir: Path) -> Plan:
@@ -172,7 +174,7 @@ def convert(options: ConvertOptions, source: Source, workdir: Path) -> Plan:
             and options.video_codec is None
             and video.codec in container.video_codecs
         ):
-            args += ["-c:v", "copy"]
+            args += copy_video(video.codec, container)
         else:
             if options.stream_copy and options.video_codec is None:
                 notes.append(f"video {video.codec} cannot be copied into {container.ext}")
