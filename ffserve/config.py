@@ -50,12 +50,14 @@ class JobsConfig:
 
 @attrs.frozen
 class LimitsConfig:
-    max_upload_mb: float = attrs.field(default=512.0, validator=in_range(0.001, 1_000_000))
+    max_upload_mb: float = attrs.field(default=2048.0, validator=in_range(0.001, 1_000_000))
     max_message_mb: float = attrs.field(default=256.0, validator=in_range(0.001, 4096))
     max_output_mb: float = attrs.field(default=2048.0, validator=in_range(0.001, 1_000_000))
     max_duration_s: float = attrs.field(default=4 * 3600.0, validator=in_range(1, 1e7))
     max_width: int = attrs.field(default=7680, validator=in_range(16, 65536))
     max_height: int = attrs.field(default=4320, validator=in_range(16, 65536))
+    # Largest chunk of a chunked transfer, both ways (KiB).
+    chunk_kb: int = attrs.field(default=1024, validator=in_range(16, 16384))
 
 
 @attrs.frozen
@@ -69,6 +71,8 @@ class FFmpegConfig:
 @attrs.frozen
 class StorageConfig:
     temp_dir: str = ""
+    # Free space kept in reserve: an announced upload that would eat into it is refused.
+    reserve_mb: float = attrs.field(default=512.0, validator=in_range(0, 1e9))
 
 
 @attrs.frozen
@@ -129,6 +133,14 @@ class Config:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.limits.max_upload_mb * 1024 * 1024)
+
+    @property
+    def reserve_bytes(self) -> int:
+        return int(self.storage.reserve_mb * 1024 * 1024)
+
+    @property
+    def chunk_bytes(self) -> int:
+        return self.limits.chunk_kb * 1024
 
     @property
     def max_message_bytes(self) -> int:

@@ -8,12 +8,14 @@ nursery is cancelled, which ends every job of this connection (and nothing else)
 from __future__ import annotations
 
 import logging
+import shutil
+from collections import deque
 
 import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
-from ffserve.errors import AdmissionError, ErrorCode, FFserveError, ProtocolError
+from ffserve.errors import AdmissionError, ErrorCode, FFserveError, ProtocolError, ValidationError
 from ffserve.fetch import check_url
 from ffserve.framing import decode_binary
 from ffserve.job import Job, run_job
@@ -24,16 +26,19 @@ from ffserve.messages import (
     Ping,
     Pong,
     StartJob,
+    UploadInput,
     UrlInput,
     decode_client_message,
     job_id_of,
 )
-from ffserve.options import parse_options
+from ffserve.ops import inputs_expected
+from ffserve.options import Options, parse_options
 from ffserve.outbox import Frame, Outbox
 from ffserve.services import Services
 from ffserve.state import JobState
 
 log = logging.getLogger(__name__)
+FINISHED_MEMORY = 256
 
 
 @attrs.define(eq=False)
@@ -42,6 +47,8 @@ class Connection:
     outbox: Outbox
     nursery: trio.Nursery
     jobs: dict[str, Job] = attrs.Factory(dict)
+    # Recently ended job ids, so a late frame can be told apart from a wrong id.
+    finished: deque[str] = attrs.Factory(lambda: deque(maxlen=FINISHED_MEMORY))
 
     async def on_text(self, text: str) -> None:
         try:
@@ -69,6 +76,13 @@ class Connection:
             options = parse_options(message.operation, message.options)
             if isinstance(message.input, UrlInput):
                 check_url(message.input.url)
+            if message.output is not None:
+                check_url(message.output.url)
+                if message.delivery is not None:
+                    raise ValidationError(
+                        "give either delivery or output, not both", field="$.output"
+                    )
+            reserved = self._admit_files(message, options)
             if services.draining:
                 raise AdmissionError("server is shutting down", code=ErrorCode.SHUTTING_DOWN)
             if len(self.jobs) >= services.config.jobs.per_connection_limit:
@@ -77,17 +91,72 @@ class Connection:
         except FFserveError as exc:
             exc.job_id = job_id
             raise
-        job = Job(job_id, message.operation, options, message.input, owner=self)
+        services.reserved_bytes += reserved
+        job = Job(
+            job_id,
+            message.operation,
+            options,
+            message.input,
+            owner=self,
+            delivery=message.delivery,
+            output=message.output,
+            reserved_bytes=reserved,
+        )
         self.jobs[job_id] = job
-        await self.outbox.send(Ack(job_id, f"{message.operation} job accepted"))
+        try:
+            await self.outbox.send(Ack(job_id, f"{message.operation} job accepted"))
+        except BaseException:
+            # Cancelled while the outbox was full (the client went away): the job task
+            # that would have discharged the admission never starts, so undo it here.
+            self._forget(job)
+            raise
         self.nursery.start_soon(self._job_task, job)
+
+    def _admit_files(self, message: StartJob, options: Options) -> int:
+        """Disk admission for announced (chunked) uploads: the bytes to reserve.
+
+        Errors: ValidationError for a file list that does not match the operation;
+        AdmissionError(TOO_LARGE) when a file is over the limit or the temp dir's free
+        space, less the reserve and what other jobs have announced, cannot hold them.
+        """
+        if not isinstance(message.input, UploadInput) or message.input.files is None:
+            return 0
+        files = message.input.files
+        wanted = inputs_expected(options)
+        if len(files) != wanted:
+            raise ValidationError(
+                f"input.files must list {wanted} file(s) for this operation", field="$.input.files"
+            )
+        config = self.services.config
+        for n, spec in enumerate(files):
+            if spec.size > config.max_upload_bytes:
+                raise AdmissionError(
+                    f"input.files[{n}] is {spec.size} bytes; the limit is "
+                    f"{config.max_upload_bytes}",
+                    code=ErrorCode.TOO_LARGE,
+                )
+        total = sum(spec.size for spec in files)
+        free = shutil.disk_usage(self.services.workspace).free
+        available = free - config.reserve_bytes - self.services.reserved_bytes
+        if total > available:
+            raise AdmissionError(
+                f"not enough temporary disk space for {total} bytes of upload right now",
+                code=ErrorCode.TOO_LARGE,
+                details={"available_bytes": max(available, 0)},
+            )
+        return total
+
+    def _forget(self, job: Job) -> None:
+        del self.jobs[job.job_id]
+        self.finished.append(job.job_id)
+        self.services.pool.discharge()
+        self.services.reserved_bytes -= job.reserved_bytes
 
     async def _job_task(self, job: Job) -> None:
         try:
             await run_job(job, self.services, self.outbox)
         finally:
-            del self.jobs[job.job_id]
-            self.services.pool.discharge()
+            self._forget(job)
 
     def cancel_job(self, message: CancelJob) -> None:
         job = self.jobs.get(message.job_id)
@@ -105,16 +174,17 @@ class Connection:
             )
         job.cancel()
 
-    def on_binary(self, data: bytes) -> None:
+    async def on_binary(self, data: bytes) -> None:
         frame = decode_binary(data)
         job = self.jobs.get(frame.job_id)
         if job is None:
+            why = "has already finished" if frame.job_id in self.finished else "is unknown"
             raise ProtocolError(
-                f"binary frame for unknown job {frame.job_id!r}",
+                f"binary frame for job {frame.job_id!r}, which {why}",
                 code=ErrorCode.INVALID_BINARY,
                 job_id=frame.job_id,
             )
-        job.accept_upload(frame)
+        await job.accept_upload(frame)
 
 
 async def serve_connection(request: WebSocketRequest, services: Services) -> None:
@@ -149,7 +219,7 @@ async def _read(ws: WebSocketConnection, connection: Connection) -> None:
             if isinstance(data, str):
                 await connection.on_text(data)
             else:
-                connection.on_binary(data)
+                await connection.on_binary(data)
         except FFserveError as exc:
             await connection.outbox.send(Error(exc.code, exc.message, exc.job_id, exc.details))
         except Exception:

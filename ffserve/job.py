@@ -8,6 +8,7 @@ FFmpeg is then terminated and reaped by `run_ffmpeg`, and the job's dir is remov
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +19,47 @@ from ffserve.errors import ErrorCode, FFserveError, JobError, ProtocolError
 from ffserve.fetch import FetchPolicy, fetch_to_file
 from ffserve.framing import BinaryFrame, encode_header
 from ffserve.media import MediaInfo, full_metadata, output_metadata, parse_probe, probe_args
-from ffserve.messages import Completed, Error, Input, Progress, UrlInput
+from ffserve.messages import (
+    Completed,
+    Delivery,
+    Error,
+    FileSpec,
+    Input,
+    OutputTarget,
+    Progress,
+    UploadInput,
+    UploadProgress,
+    UrlInput,
+)
 from ffserve.ops import METADATA_ONLY, Plan, Source, build_plan, ffmpeg_prefix, inputs_expected
 from ffserve.options import Options
 from ffserve.outbox import Outbox
 from ffserve.process import ProcessFailed, run_capture, run_ffmpeg, summarize
 from ffserve.progress import ProgressParser, Throttle
+from ffserve.publish import put_file
 from ffserve.services import Services
 from ffserve.state import JobState, check_transition
+from ffserve.upload import UploadState
 from ffserve.workspace import job_dir
 
 PROGRESS_INTERVAL_S = 0.25
+CONTENT_TYPES = {
+    "mp4": "video/mp4",
+    "mov": "video/quicktime",
+    "mkv": "video/x-matroska",
+    "webm": "video/webm",
+    "gif": "image/gif",
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "mp3": "audio/mpeg",
+    "m4a": "audio/mp4",
+    "wav": "audio/wav",
+    "flac": "audio/flac",
+    "ogg": "audio/ogg",
+    "opus": "audio/ogg",
+    "aac": "audio/aac",
+}
+CHUNKS_IN_FLIGHT = 2
 
 
 @attrs.define(eq=False)
@@ -41,6 +72,9 @@ class Job:
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     state: JobState = JobState.RECEIVING
     cancel_requested: bool = False
+    delivery: Delivery | None = None
+    output: OutputTarget | None = None
+    reserved_bytes: int = 0
     uploads_expected: int = 0
     uploads_received: int = 0
     _uploads: tuple[trio.MemorySendChannel[BinaryFrame], trio.MemoryReceiveChannel[BinaryFrame]] = (
@@ -52,25 +86,44 @@ class Job:
         if isinstance(self.input, UrlInput):
             expected -= 1  # the URL is the first input; any others are uploads
         self.uploads_expected = expected
-        self._uploads = trio.open_memory_channel[BinaryFrame](max(self.uploads_expected, 1))
+        # Chunks queue at most CHUNKS_IN_FLIGHT deep: a fast uploader waits for the disk.
+        depth = CHUNKS_IN_FLIGHT if self.chunked else max(expected, 1)
+        self._uploads = trio.open_memory_channel[BinaryFrame](depth)
+
+    @property
+    def chunked(self) -> bool:
+        return isinstance(self.input, UploadInput) and self.input.files is not None
 
     def advance(self, state: JobState) -> None:
         self.state = check_transition(self.state, state)
 
-    def accept_upload(self, frame: BinaryFrame) -> None:
-        """Route a binary frame to this job. Never blocks.
+    async def accept_upload(self, frame: BinaryFrame) -> None:
+        """Route a binary frame to this job. Waits only while chunks are in flight.
 
         Errors: ProtocolError(INVALID_BINARY) when the job is not waiting for an upload.
         """
-        if self.state is not JobState.RECEIVING or self.uploads_received >= self.uploads_expected:
-            raise ProtocolError(
-                f"job {self.job_id!r} is not waiting for an upload"
-                + ("" if self.uploads_expected else " (its input is a URL)"),
-                code=ErrorCode.INVALID_BINARY,
-                job_id=self.job_id,
-            )
-        self.uploads_received += 1
-        self._uploads[0].send_nowait(frame)
+        refused = ProtocolError(
+            f"job {self.job_id!r} is not waiting for an upload"
+            + ("" if self.uploads_expected else " (its input is a URL)"),
+            code=ErrorCode.INVALID_BINARY,
+            job_id=self.job_id,
+        )
+        if self.state is not JobState.RECEIVING:
+            raise refused
+        try:
+            if self.chunked:
+                await self._uploads[0].send(frame)
+                return
+            if self.uploads_received >= self.uploads_expected:
+                raise refused
+            self._uploads[0].send_nowait(frame)
+            self.uploads_received += 1
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise refused from None
+
+    def close_uploads(self) -> None:
+        """Input complete: frames still queued or arriving from now on are refused."""
+        self._uploads[1].close()
 
     def cancel(self) -> None:
         self.cancel_requested = True
@@ -105,7 +158,7 @@ async def _work(job: Job, services: Services, outbox: Outbox) -> None:
     async with job_dir(services.workspace) as workdir:
         try:
             with trio.fail_after(config.jobs.input_timeout_s):
-                sources = await _receive_input(job, services, workdir)
+                sources = await _receive_input(job, services, outbox, workdir)
         except trio.TooSlowError:
             raise JobError(
                 f"input not complete within {config.jobs.input_timeout_s:g} s",
@@ -132,7 +185,9 @@ async def _work(job: Job, services: Services, outbox: Outbox) -> None:
         job.advance(JobState.DONE)
 
 
-async def _receive_input(job: Job, services: Services, workdir: Path) -> list[Source]:
+async def _receive_input(
+    job: Job, services: Services, outbox: Outbox, workdir: Path
+) -> list[Source]:
     config = services.config
     total = inputs_expected(job.options)
     paths = []
@@ -145,19 +200,64 @@ async def _receive_input(job: Job, services: Services, workdir: Path) -> list[So
         )
         await fetch_to_file(services.http, job.input.url, path, policy)
         paths.append((path, job.input.url.rsplit("/", 1)[-1].split("?", 1)[0]))
+    files = job.input.files if isinstance(job.input, UploadInput) else None
     while len(paths) < total:
-        frame = await job._uploads[1].receive()
-        if len(frame.payload) > config.max_upload_bytes:
-            raise JobError(
-                f"upload is {len(frame.payload)} bytes; the limit is "
-                f"{config.max_upload_bytes} bytes",
-                code=ErrorCode.TOO_LARGE,
-            )
         path = workdir / (f"input_{len(paths):02d}" if total > 1 else "input")
-        async with await trio.open_file(path, "wb") as out:
-            await out.write(frame.payload)
-        paths.append((path, frame.filename))
+        if files is not None:
+            name = await _receive_chunked(job, services, outbox, path, len(paths), files)
+        else:
+            name = await _receive_whole(job, services, path)
+        paths.append((path, name))
+    job.close_uploads()
     return [Source(path, await probe(services, path), name) for path, name in paths]
+
+
+async def _receive_whole(job: Job, services: Services, path: Path) -> str:
+    """A v1 upload: one binary frame holds the whole file."""
+    limit = services.config.max_upload_bytes
+    frame = await job._uploads[1].receive()
+    if len(frame.payload) > limit:
+        raise JobError(
+            f"upload is {len(frame.payload)} bytes; the limit is {limit} bytes",
+            code=ErrorCode.TOO_LARGE,
+        )
+    async with await trio.open_file(path, "wb") as out:
+        await out.write(frame.payload)
+    return frame.filename
+
+
+async def _receive_chunked(
+    job: Job, services: Services, outbox: Outbox, path: Path, index: int, files: list[FileSpec]
+) -> str:
+    """Chunks at increasing offsets, each written to disk before the next is taken."""
+    spec = files[index]
+    upload = UploadState(spec.size, spec.sha256, services.config.chunk_bytes)
+    name = ""
+    async with await trio.open_file(path, "wb") as out:
+        while not upload.complete:
+            frame = await job._uploads[1].receive()
+            offset = frame.extra.get("offset")
+            try:
+                upload.check(
+                    job.job_id, offset if type(offset) is int else None, len(frame.payload)
+                )
+            except ProtocolError as exc:  # refused chunk; the upload carries on
+                await outbox.send(Error(exc.code, exc.message, job.job_id, exc.details))
+                continue
+            await out.write(frame.payload)
+            upload.accept(frame.payload)
+            name = name or frame.filename
+            await outbox.send(
+                UploadProgress(
+                    job.job_id,
+                    index,
+                    upload.received,
+                    upload.size,
+                    round(100 * upload.received / upload.size, 1),
+                )
+            )
+    upload.verify()
+    return name
 
 
 async def _ffprobe(services: Services, path: Path, *, ours: bool) -> MediaInfo:
@@ -243,35 +343,91 @@ async def _run(job: Job, services: Services, outbox: Outbox, plan: Plan, workdir
 
 
 async def _deliver(job: Job, services: Services, outbox: Outbox, plan: Plan) -> None:
-    limit = services.config.max_message_bytes
+    """Verify every output, then send it the way the client asked (v1: one frame each)."""
+    config = services.config
+    mode = "url" if job.output else (job.delivery.mode if job.delivery else "binary")
     metadata: list[dict[str, Any]] = []
     for output in plan.outputs:
         info = await _verify(services, output.path)
-        meta = output_metadata(info, output.container)
-        if meta["size_bytes"] > limit:
+        meta = {"filename": output.filename, **output_metadata(info, output.container)}
+        size = meta["size_bytes"]
+        if size > config.max_output_bytes:
             raise JobError(
-                f"output is {meta['size_bytes']} bytes, over the {limit}-byte message limit",
+                f"output is {size} bytes, over the {config.max_output_bytes}-byte output limit",
                 code=ErrorCode.TOO_LARGE,
             )
-        metadata.append({"filename": output.filename, **meta})
-    first = metadata[0]
+        if mode == "binary" and size > config.max_message_bytes:
+            raise JobError(
+                f"output is {size} bytes, over the {config.max_message_bytes}-byte limit of a "
+                'single message; ask for chunked delivery ("delivery": {"mode": "chunked"}) '
+                'or an output URL ("output": {"url": ...})',
+                code=ErrorCode.TOO_LARGE,
+            )
+        if mode != "binary":
+            meta["sha256"] = await trio.to_thread.run_sync(sha256_file, output.path)
+        metadata.append(meta)
     several = len(metadata) > 1
     names = ", ".join(m["filename"] for m in metadata)
-    await outbox.send(
-        Completed(
-            job.job_id,
-            first,
-            "binary",
-            f"{job.operation} completed: {names}",
-            outputs=metadata if several else None,
+    message = f"{job.operation} completed: {names}"
+    if job.output is not None:
+        if several:
+            raise JobError(
+                f"an output URL takes one file; this job made {len(metadata)}",
+                code=ErrorCode.VALIDATION_ERROR,
+                details={"field": "$.output"},
+            )
+        metadata[0]["url"] = await put_file(
+            services.http,
+            job.output.url,
+            plan.outputs[0].path,
+            CONTENT_TYPES.get(plan.outputs[0].container, "application/octet-stream"),
+            allow_private=config.security.allow_private_urls,
         )
+        await outbox.send(Completed(job.job_id, metadata[0], "url", message))
+        return
+    await outbox.send(
+        Completed(job.job_id, metadata[0], mode, message, outputs=metadata if several else None)
+    )
+    chunk = (
+        job.delivery.chunk_kb * 1024
+        if job.delivery and job.delivery.chunk_kb
+        else (config.chunk_bytes)
     )
     for index, output in enumerate(plan.outputs):
-        async with await trio.open_file(output.path, "rb") as f:
-            data = await f.read()
         # Several outputs: each frame says which it is, so a client knows the last one.
         extra = {"index": index, "count": len(plan.outputs)} if several else {}
-        await outbox.send_binary(encode_header(job.job_id, output.filename, **extra) + data)
+        if mode == "chunked":
+            await _send_chunks(outbox, job.job_id, output.path, output.filename, chunk, extra)
+        else:
+            async with await trio.open_file(output.path, "rb") as f:
+                data = await f.read()
+            await outbox.send_binary(encode_header(job.job_id, output.filename, **extra) + data)
+
+
+async def _send_chunks(
+    outbox: Outbox, job_id: str, path: Path, filename: str, chunk: int, extra: dict[str, Any]
+) -> None:
+    """Chunked delivery: frames with offsets, the last one marked final. The bounded
+    outbox makes a slow reader slow down only this loop."""
+    size = (await trio.Path(path).stat()).st_size
+    offset = 0
+    async with await trio.open_file(path, "rb") as f:
+        while True:
+            data = await f.read(chunk)
+            final = offset + len(data) >= size
+            header = encode_header(job_id, filename, offset=offset, final=final, **extra)
+            await outbox.send_binary(header + data)
+            offset += len(data)
+            if final:
+                return
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 async def _verify(services: Services, path: Path) -> MediaInfo:

@@ -15,7 +15,7 @@ from cattrs.gen import make_dict_unstructure_fn
 from cattrs.strategies import configure_tagged_union
 
 from ffserve.errors import ErrorCode, ProtocolError
-from ffserve.schema import FieldValueError, converter, structure
+from ffserve.schema import FieldValueError, converter, in_range, one_of, structure
 
 
 def _job_id(_: Any, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -28,9 +28,28 @@ T = TypeVar("T")
 # --- client -> server ---------------------------------------------------------------
 
 
+def _sha256(_: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None and (len(value) != 64 or value.strip("0123456789abcdefABCDEF")):
+        raise FieldValueError(attribute.name, "sha256 must be 64 hexadecimal digits")
+
+
+@attrs.frozen
+class FileSpec:
+    """Extension: an upload announced for chunked transfer."""
+
+    size: int = attrs.field(validator=in_range(1, 2**53))
+    sha256: str | None = attrs.field(default=None, validator=_sha256)
+
+
 @attrs.frozen
 class UploadInput:
-    """The input arrives as binary frame(s) on this connection."""
+    """The input arrives as binary frame(s) on this connection.
+
+    Extension: `files` announces each upload's size (and checksum), which switches those
+    uploads to chunked transfer (docs/protocol.md, "Chunked transfer").
+    """
+
+    files: list[FileSpec] | None = None
 
 
 @attrs.frozen
@@ -44,12 +63,29 @@ Input = UploadInput | UrlInput
 
 
 @attrs.frozen
+class Delivery:
+    """Extension: how results come back. `binary` is v1's single frame per output."""
+
+    mode: str = attrs.field(default="binary", validator=one_of("binary", "chunked"))
+    chunk_kb: int | None = attrs.field(default=None, validator=in_range(16, 16384))
+
+
+@attrs.frozen
+class OutputTarget:
+    """Extension: upload the result to this HTTP(S) URL with PUT instead of sending it."""
+
+    url: str
+
+
+@attrs.frozen
 class StartJob:
     job_id: str = attrs.field(validator=_job_id)
     operation: str
     input: Input
     # Structured per operation once the operation is known (see `ffserve.options`).
     options: dict[str, Any] = attrs.field(factory=dict)
+    delivery: Delivery | None = None
+    output: OutputTarget | None = None
 
 
 @attrs.frozen
@@ -105,13 +141,25 @@ class Pong:
     pass
 
 
-ServerMessage = Ack | Progress | Completed | Error | Pong
+@attrs.frozen
+class UploadProgress:
+    """Extension (chunked uploads only): bytes of upload `file` written to disk so far."""
+
+    job_id: str
+    file: int
+    received_bytes: int
+    total_bytes: int
+    percentage: float
+
+
+ServerMessage = Ack | Progress | Completed | Error | Pong | UploadProgress
 SERVER_TYPES: dict[type[Any], str] = {
     Ack: "ack",
     Progress: "progress",
     Completed: "completed",
     Error: "error",
     Pong: "pong",
+    UploadProgress: "upload_progress",
 }
 
 _TAGS = {**{cls: tag for tag, cls in CLIENT_TYPES.items()}, **SERVER_TYPES}

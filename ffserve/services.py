@@ -21,3 +21,5 @@ class Services:
     ffmpeg_version: str
     metrics: Metrics = attrs.Factory(Metrics)
     draining: bool = False
+    # Bytes of temp disk promised to announced (chunked) uploads of live jobs.
+    reserved_bytes: int = 0

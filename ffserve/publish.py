@@ -1,0 +1,77 @@
+"""URL output: PUT a job's result to a client-named HTTP(S) URL (e.g. a presigned S3 URL).
+
+The same address rules as URL input (`ffserve.fetch`): the host is resolved and every
+address checked, and the request goes to the checked address with the original Host
+header and TLS server name. The body streams from disk; redirects are not followed (a
+presigned URL does not redirect, and a redirected PUT would re-send the body elsewhere).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import trio
+
+from ffserve.errors import ErrorCode, JobError
+from ffserve.fetch import check_url, resolve
+
+READ_BYTES = 1024 * 1024
+
+
+def _failed(message: str) -> JobError:
+    return JobError(message, code=ErrorCode.URL_UPLOAD_FAILED)
+
+
+def public_location(url: httpx.URL) -> str:
+    """Where the output went, without the query (presigned URLs carry secrets there)."""
+    return str(url.copy_with(query=None, fragment=None, username=None, password=None))
+
+
+async def _body(path: Path) -> AsyncIterator[bytes]:
+    async with await trio.open_file(path, "rb") as f:
+        while chunk := await f.read(READ_BYTES):
+            yield chunk
+
+
+async def put_file(
+    client: httpx.AsyncClient, url: str, path: Path, content_type: str, *, allow_private: bool
+) -> str:
+    """Upload `path` to `url` with PUT; returns the URL without its query.
+
+    Errors: JobError(URL_FORBIDDEN) for a URL or address that is not allowed;
+    JobError(URL_UPLOAD_FAILED) for DNS, connect, timeout or a non-2xx answer.
+    """
+    target = check_url(url, what="output.url")
+    with trio.move_on_after(client.timeout.connect or math.inf) as resolving:
+        addresses = await resolve(target, allow_private=allow_private)
+    if resolving.cancelled_caught:
+        raise _failed("resolving the output URL's host timed out")
+    size = (await trio.Path(path).stat()).st_size
+    headers = {
+        "Host": target.netloc.decode("ascii"),
+        "Content-Length": str(size),
+        "Content-Type": content_type,
+    }
+    extensions = (
+        {"sni_hostname": target.raw_host.decode("ascii")} if target.scheme == "https" else {}
+    )
+    request = client.build_request(
+        "PUT",
+        target.copy_with(host=str(addresses[0])),
+        headers=headers,
+        content=_body(path),
+        extensions=extensions,
+    )
+    request.headers.pop("cookie", None)
+    try:
+        response = await client.send(request)
+    except httpx.TimeoutException:
+        raise _failed("uploading to the output URL timed out") from None
+    except httpx.HTTPError as exc:
+        raise _failed(f"uploading to the output URL failed ({type(exc).__name__})") from None
+    if not 200 <= response.status_code < 300:
+        raise _failed(f"the output URL answered HTTP {response.status_code}")
+    return public_location(target)

@@ -1,0 +1,80 @@
+"""Receiving one input file: a v1 single frame, or chunks at announced offsets. Sans-I/O.
+
+`UploadState.check(offset, length)` decides whether a chunk may be written, before any
+byte of it is; `accept` records it and feeds the running checksum. The caller does the
+writing, so this module is plain synchronous code with plain tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import attrs
+
+from ffserve.errors import ErrorCode, JobError, ProtocolError
+
+
+@attrs.define
+class UploadState:
+    """One file announced in `start_job.input.files` (size, optional sha256)."""
+
+    size: int
+    sha256: str | None
+    chunk_limit: int
+    received: int = 0
+    _hash: Any = attrs.Factory(hashlib.sha256)
+
+    @property
+    def complete(self) -> bool:
+        return self.received == self.size
+
+    def check(self, job_id: str, offset: int | None, length: int) -> None:
+        """Errors: ProtocolError(INVALID_CHUNK) for a chunk that is refused but leaves the
+        job waiting (wrong offset, too big); JobError(TOO_LARGE) for more bytes than
+        announced, which ends the job."""
+        if offset is None:
+            raise ProtocolError(
+                "chunked upload: the binary frame header needs an integer offset",
+                code=ErrorCode.INVALID_CHUNK,
+                job_id=job_id,
+            )
+        if length > self.chunk_limit:
+            raise ProtocolError(
+                f"chunk of {length} bytes is larger than the {self.chunk_limit}-byte limit",
+                code=ErrorCode.INVALID_CHUNK,
+                job_id=job_id,
+                details={"max_chunk_bytes": self.chunk_limit},
+            )
+        if offset != self.received:
+            raise ProtocolError(
+                f"chunk at offset {offset} is out of order: expected offset {self.received}",
+                code=ErrorCode.INVALID_CHUNK,
+                job_id=job_id,
+                details={"expected_offset": self.received},
+            )
+        if offset + length > self.size:
+            raise JobError(
+                f"upload runs past its announced size of {self.size} bytes",
+                code=ErrorCode.TOO_LARGE,
+                details={"announced_size": self.size},
+            )
+        if length == 0:
+            raise ProtocolError(
+                "empty chunk",
+                code=ErrorCode.INVALID_CHUNK,
+                job_id=job_id,
+                details={"expected_offset": self.received},
+            )
+
+    def accept(self, data: bytes | memoryview) -> None:
+        self._hash.update(data)
+        self.received += len(data)
+
+    def verify(self) -> None:
+        """Errors: JobError(CHECKSUM_MISMATCH) when the announced sha256 differs."""
+        if self.sha256 is not None and self._hash.hexdigest() != self.sha256.lower():
+            raise JobError(
+                "upload checksum does not match the announced sha256",
+                code=ErrorCode.CHECKSUM_MISMATCH,
+            )
