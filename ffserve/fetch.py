@@ -1,17 +1,25 @@
 """URL input: stream a client-named HTTP(S) resource to the job's file.
 
 The host is resolved here, every address is checked (loopback, private, link-local,
-CGNAT, multicast, reserved and IPv4-mapped forms are refused unless
-`allow_private_urls`), and the request then goes to the checked address with the
-original Host header and TLS server name: DNS cannot change its answer in between.
-Redirects are followed by hand so each hop is checked the same way.
+CGNAT, multicast, reserved, site-local and IPv4-embedding forms are refused unless
+`allow_private_urls`), and the request then goes to a checked address with the
+original Host header and TLS server name (SNI and certificate check): DNS cannot
+change its answer in between. Redirects are followed by hand so each hop is checked
+the same way.
+
+The shared client must not carry state from one client's fetch into another's:
+requests are built without the client's cookie jar, and each asks `Connection: close`
+so that no pooled connection (keyed by the pinned IP, not the host name) is ever
+reused for a different host name on the same address, whose certificate was never
+checked. `open_http_client` builds a client whose jar also never stores cookies.
 """
 
 from __future__ import annotations
 
+import http.cookiejar
 import ipaddress
+import math
 from pathlib import Path
-from urllib.parse import urljoin
 
 import attrs
 import httpx
@@ -21,6 +29,18 @@ from ffserve.errors import ErrorCode, JobError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# Longer than any real signed media URL; short enough that nobody logs a megabyte.
+MAX_URL_LENGTH = 8192
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+# RFC 6052 well-known NAT64 prefix: the IPv4 address is the low 32 bits.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# Not global, though `is_global` says so in some or all Python versions.
+_NOT_GLOBAL = (
+    ipaddress.IPv4Network("192.0.0.0/24"),  # IETF protocol assignments
+    ipaddress.IPv6Network("fec0::/10"),  # site-local: deprecated, still routed inside sites
+    ipaddress.IPv6Network("64:ff9b:1::/48"),  # RFC 8215 local-use NAT64: not decodable
+)
 
 
 @attrs.frozen
@@ -28,6 +48,24 @@ class FetchPolicy:
     allow_private: bool
     max_bytes: int
     max_redirects: int
+
+
+def open_http_client(*, connect_timeout_s: float, read_timeout_s: float) -> httpx.AsyncClient:
+    """The process's one client for untrusted URLs (use it as `async with`).
+
+    No redirects (followed by hand, each hop checked), no proxy or netrc from the
+    environment, and a cookie jar that refuses every cookie: a jar shared by all
+    clients would let one client's server set cookies sent to another's, and grow
+    without bound. HTTP/1.1 only: with HTTP/2 a connection is shared by concurrent
+    requests whatever `Connection: close` says (see the module docstring).
+    """
+    no_cookies = http.cookiejar.DefaultCookiePolicy(allowed_domains=[])
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
+        follow_redirects=False,
+        trust_env=False,
+        cookies=http.cookiejar.CookieJar(policy=no_cookies),
+    )
 
 
 def _forbidden(message: str) -> JobError:
@@ -39,46 +77,66 @@ def _failed(message: str) -> JobError:
 
 
 def is_public(address: IPAddress) -> bool:
-    """True for addresses on the public internet only."""
+    """True for addresses on the public internet only.
+
+    IPv6 forms that carry an IPv4 address (mapped, 6to4, Teredo, NAT64) are judged by
+    that IPv4 address. The stdlib's `is_global` alone is not enough: it calls multicast,
+    IPv4-compatible (`::7f00:1`), site-local, local-use NAT64 and (before 3.12.4)
+    192.0.0.0/24 addresses global.
+    """
     if isinstance(address, ipaddress.IPv6Address):
+        address = ipaddress.IPv6Address(address.packed)  # drop any %scope
         embedded = (
             address.ipv4_mapped
             or address.sixtofour
             or (address.teredo[1] if address.teredo else None)
+            or (ipaddress.IPv4Address(address.packed[-4:]) if address in _NAT64 else None)
         )
         if embedded is not None:
             return is_public(embedded)
-        if address in ipaddress.IPv6Network("64:ff9b::/96"):  # NAT64 of an IPv4 address
-            return is_public(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
-    return address.is_global and not address.is_multicast
+    if any(address in network for network in _NOT_GLOBAL):
+        return False
+    return address.is_global and not (address.is_multicast or address.is_reserved)
 
 
-def check_url(url: str) -> httpx.URL:
+def check_url(url: str, *, what: str = "input.url") -> httpx.URL:
     """Errors: JobError(URL_FORBIDDEN) for anything but an absolute http(s) URL with a host."""
+    if len(url) > MAX_URL_LENGTH:
+        raise _forbidden(f"{what} is longer than {MAX_URL_LENGTH} characters")
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError, ValueError):
-        raise _forbidden("input.url is not a valid URL") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise _forbidden("input.url must be an http:// or https:// URL with a host")
+        raise _forbidden(f"{what} is not a valid URL") from None
+    if parsed.scheme not in DEFAULT_PORTS or not parsed.host:
+        raise _forbidden(f"{what} must be an http:// or https:// URL with a host")
     return parsed
 
 
-async def resolve(url: httpx.URL, *, allow_private: bool) -> IPAddress:
-    """The address to connect to, after checking every address the host resolves to."""
-    host = url.host
+async def resolve(url: httpx.URL, *, allow_private: bool) -> list[IPAddress]:
+    """Every address `url`'s host resolves to, in resolver order, after checking them all.
+
+    One non-public address refuses the host: otherwise a name answering with both a
+    public and a private address would let the connection pick the private one.
+
+    Errors: JobError(URL_FORBIDDEN | URL_FETCH_FAILED).
+    """
+    host = url.raw_host  # IDNA-encoded bytes; an IPv6 literal without brackets
+    shown = host.decode("ascii", "replace")[:100]
+    port = url.port or DEFAULT_PORTS[url.scheme]
     try:
-        infos = await trio.socket.getaddrinfo(host, url.port or 443, type=trio.socket.SOCK_STREAM)
-    except OSError:
-        raise _failed(f"cannot resolve host {host[:100]!r}") from None
-    addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+        infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        raise _failed(f"cannot resolve host {shown!r}") from None
+    addresses: list[IPAddress] = []
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if address not in addresses:
+            addresses.append(address)
     if not addresses:
-        raise _failed(f"host {host[:100]!r} has no address")
-    if not allow_private:
-        for address in addresses:
-            if not is_public(address):
-                raise _forbidden(f"host {host[:100]!r} resolves to a non-public address")
-    return addresses[0]
+        raise _failed(f"host {shown!r} has no address")
+    if not allow_private and not all(is_public(address) for address in addresses):
+        raise _forbidden(f"host {shown!r} resolves to a non-public address")
+    return addresses
 
 
 async def fetch_to_file(
@@ -89,32 +147,93 @@ async def fetch_to_file(
 ) -> int:
     """Download `url` into `dest`; returns the byte count.
 
+    Timeouts are the client's: its connect timeout also bounds name resolution, its
+    read timeout a stall between bytes. The caller bounds the whole download.
+
     Errors: JobError(URL_FORBIDDEN | URL_FETCH_FAILED | TOO_LARGE).
     """
     target = check_url(url)
-    for _hop in range(policy.max_redirects + 1):
-        address = await resolve(target, allow_private=policy.allow_private)
-        pinned = target.copy_with(host=str(address))
-        headers = {"Host": target.netloc.decode("ascii"), "Accept-Encoding": "identity"}
-        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-        try:
-            async with client.stream(
-                "GET", pinned, headers=headers, extensions=extensions
-            ) as response:
-                if response.status_code in REDIRECTS and "location" in response.headers:
-                    target = check_url(urljoin(str(target), response.headers["location"]))
+    try:
+        for _hop in range(policy.max_redirects + 1):
+            response = await _open(client, target, policy)
+            try:
+                location = response.headers.get("location")
+                if response.status_code in REDIRECTS and location is not None:
+                    target = _next_hop(target, location)
                     continue
                 if response.status_code != 200:
                     raise _failed(f"fetching the input URL returned HTTP {response.status_code}")
                 return await _save(response, dest, policy.max_bytes)
-        except httpx.TimeoutException:
-            raise _failed("fetching the input URL timed out") from None
-        except httpx.HTTPError as exc:
-            raise _failed(f"fetching the input URL failed ({type(exc).__name__})") from None
+            finally:
+                await response.aclose()
+    except httpx.TimeoutException:
+        raise _failed("fetching the input URL timed out") from None
+    except httpx.InvalidURL:
+        # Our requests' URLs are valid; httpx raises this while parsing a Location
+        # it will not follow, for a scheme without a host (data:, mailto:, ...).
+        raise _forbidden("the input URL redirects to a URL that is not http(s)") from None
+    except httpx.HTTPError as exc:
+        raise _failed(f"fetching the input URL failed ({type(exc).__name__})") from None
     raise _failed(f"more than {policy.max_redirects} redirects")
 
 
+async def _open(
+    client: httpx.AsyncClient, target: httpx.URL, policy: FetchPolicy
+) -> httpx.Response:
+    """Resolve, check, then connect to the checked addresses in turn until one answers."""
+    with trio.move_on_after(client.timeout.connect or math.inf) as resolving:
+        addresses = await resolve(target, allow_private=policy.allow_private)
+    if resolving.cancelled_caught:
+        raise _failed("resolving the input URL's host timed out")
+    *others, last = addresses
+    for address in others:
+        try:
+            return await client.send(_pinned_request(client, target, address), stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            continue
+    return await client.send(_pinned_request(client, target, last), stream=True)
+
+
+def _pinned_request(
+    client: httpx.AsyncClient, target: httpx.URL, address: IPAddress
+) -> httpx.Request:
+    """GET `target` from `address`: the URL names the IP, Host and SNI name the host.
+
+    The URL keeps its userinfo (httpx sends it as Basic auth), port, path and query.
+    """
+    headers = {
+        "Host": target.netloc.decode("ascii"),  # host[:port], brackets for IPv6, no userinfo
+        "Accept-Encoding": "identity",
+        "Connection": "close",
+    }
+    extensions = (
+        {"sni_hostname": target.raw_host.decode("ascii")} if target.scheme == "https" else {}
+    )
+    request = client.build_request(
+        "GET", target.copy_with(host=str(address)), headers=headers, extensions=extensions
+    )
+    request.headers.pop("cookie", None)
+    return request
+
+
+def _next_hop(target: httpx.URL, location: str) -> httpx.URL:
+    """Errors: JobError(URL_FORBIDDEN) for a Location that is not an http(s) URL."""
+    try:
+        joined = str(target.join(location))
+    except (httpx.InvalidURL, TypeError, ValueError):
+        raise _forbidden("the input URL redirects to an invalid URL") from None
+    return check_url(joined, what="the redirect target")
+
+
 async def _save(response: httpx.Response, dest: Path, max_bytes: int) -> int:
+    """Write the raw body to `dest`, refusing it once it passes `max_bytes`.
+
+    Raw, because decoding a compressed body would turn a small download into an
+    unbounded amount of work; we asked for identity, so anything else is refused.
+    """
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise _failed(f"the input URL was sent with Content-Encoding {encoding[:40]!r}")
     declared = response.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise JobError(
