@@ -9,10 +9,12 @@ FFmpeg is then terminated and reaped by `run_ffmpeg`, and the job's dir is remov
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
 import attrs
+import httpx
 import trio
 
 from ffserve.errors import ErrorCode, FFserveError, JobError, ProtocolError
@@ -42,6 +44,7 @@ from ffserve.state import JobState, check_transition
 from ffserve.upload import UploadState
 from ffserve.workspace import job_dir
 
+log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 0.25
 CONTENT_TYPES = {
     "mp4": "video/mp4",
@@ -146,6 +149,18 @@ async def run_job(job: Job, services: Services, outbox: Outbox) -> None:
             except FFserveError as exc:
                 metrics.count("jobs_failed")
                 await outbox.send(Error(exc.code, exc.message, job.job_id, exc.details))
+            except Exception:
+                # Disk full, a bug: the server's fault, so it costs this job, never the
+                # connection. Not awaited: the outbox may be why we are here.
+                log.exception("job %r of %s failed unexpectedly", job.job_id, job.operation)
+                metrics.count("jobs_failed")
+                outbox.offer(
+                    Error(
+                        ErrorCode.INTERNAL_ERROR,
+                        "the server could not complete this job",
+                        job.job_id,
+                    )
+                )
         if job.scope.cancelled_caught and job.cancel_requested:
             metrics.count("jobs_cancelled")
             await outbox.send(Error(ErrorCode.JOB_CANCELLED, "job cancelled", job.job_id))
@@ -199,7 +214,7 @@ async def _receive_input(
             config.security.url_max_redirects,
         )
         await fetch_to_file(services.http, job.input.url, path, policy)
-        paths.append((path, job.input.url.rsplit("/", 1)[-1].split("?", 1)[0]))
+        paths.append((path, httpx.URL(job.input.url).path.rsplit("/", 1)[-1]))
     files = job.input.files if isinstance(job.input, UploadInput) else None
     while len(paths) < total:
         path = workdir / (f"input_{len(paths):02d}" if total > 1 else "input")

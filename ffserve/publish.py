@@ -54,6 +54,8 @@ async def put_file(
         "Host": target.netloc.decode("ascii"),
         "Content-Length": str(size),
         "Content-Type": content_type,
+        # A fresh connection per request: pooled ones are keyed by IP, not by TLS name.
+        "Connection": "close",
     }
     extensions = (
         {"sni_hostname": target.raw_host.decode("ascii")} if target.scheme == "https" else {}

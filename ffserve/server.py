@@ -17,12 +17,12 @@ import logging
 import subprocess
 
 import attrs
-import httpx
 import trio
 from trio_websocket import WebSocketRequest, WebSocketServer, serve_websocket
 
 from ffserve.config import Config
 from ffserve.connection import serve_connection
+from ffserve.fetch import open_http_client
 from ffserve.http import serve_http
 from ffserve.pool import WorkerPool
 from ffserve.services import Services
@@ -62,9 +62,11 @@ async def serve(
     """Run the service until cancelled or until `shutdown` is set (then drain first)."""
     version = await trio.to_thread.run_sync(ffmpeg_version, config.ffmpeg.ffmpeg)
     security = config.security
-    timeout = httpx.Timeout(security.url_read_timeout_s, connect=security.url_connect_timeout_s)
     async with (
-        httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as http,
+        open_http_client(
+            connect_timeout_s=security.url_connect_timeout_s,
+            read_timeout_s=security.url_read_timeout_s,
+        ) as http,
         open_workspace(config.storage.temp_dir) as root,
     ):
         pool = WorkerPool(config.jobs.max_concurrent, config.jobs.queue_limit)
