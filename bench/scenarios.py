@@ -213,6 +213,7 @@ class Comparison:
 
     service: list[Batch] = attrs.Factory(list)
     plain: list[Batch] = attrs.Factory(list)
+    traces: list[JobTrace] = attrs.Factory(list)
 
     def fill(self, result: ScenarioResult, *, compare_latency: bool) -> None:
         result.series["service"] = [x for b in self.service for x in b.latencies]
@@ -233,8 +234,38 @@ class Comparison:
         result.metrics["plain_ffmpeg_jobs_per_s"] = _round(plain_rate)
         result.metrics["throughput_ratio"] = _round(ratio(service_rate, plain_rate))
         result.metrics["service_errors"] = len(errors)
+        for phase, seconds in phase_medians(self.traces).items():
+            result.metrics[f"service_phase_p50_ms.{phase}"] = _ms(seconds)
         if errors:
             result.notes.append(f"first service error: {errors[0]}")
+
+
+PHASES = (
+    # (name, from, to): what the client saw of a job, step by step.
+    ("send", "submitted", "uploaded"),
+    ("input_write_probe", "uploaded", "queued"),
+    ("wait_for_worker", "queued", "running"),
+    ("ffmpeg", "running", "processed"),
+    ("verify_probe", "processed", "completed"),
+    ("deliver", "completed", "delivered"),
+)
+
+
+def phase_medians(traces: list[JobTrace]) -> dict[str, float | None]:
+    """Where a job's time goes, as the client sees it: the median of each step.
+
+    Progress messages may be dropped by a busy server (they are offered, not queued),
+    so each step counts only the jobs that reported both of its ends.
+    """
+    medians: dict[str, float | None] = {}
+    for name, start, end in PHASES:
+        spans = [
+            getattr(t, end) - getattr(t, start)
+            for t in traces
+            if t.ok and getattr(t, start) is not None and getattr(t, end) is not None
+        ]
+        medians[name] = percentile(spans, 50) if spans else None
+    return medians
 
 
 async def interleave(
@@ -290,7 +321,7 @@ async def _compare_jobs(
         async with open_sessions(bench.target.url, concurrency) as sessions:
 
             async def run_service(i: int) -> Batch:
-                done, _ = await service_batch(
+                done, traces = await service_batch(
                     sessions,
                     sizes[i],
                     operation,
@@ -300,6 +331,7 @@ async def _compare_jobs(
                     prefix=f"{result.name}-{i}",
                     job_limit_s=bench.sizes.job_timeout_s,
                 )
+                comparison.traces += traces
                 return done
 
             async def run_plain(i: int) -> Batch:
