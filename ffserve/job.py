@@ -20,6 +20,7 @@ import trio
 from ffserve.errors import ErrorCode, FFserveError, JobError, ProtocolError
 from ffserve.fetch import FetchPolicy, fetch_to_file
 from ffserve.framing import BinaryFrame, encode_header
+from ffserve.imageheader import NotAnImage, image_info
 from ffserve.media import MediaInfo, full_metadata, output_metadata, parse_probe, probe_args
 from ffserve.messages import (
     Completed,
@@ -63,6 +64,8 @@ CONTENT_TYPES = {
     "aac": "audio/aac",
 }
 CHUNKS_IN_FLIGHT = 2
+IMAGE_HEADERS = frozenset({"png", "jpg"})
+IMAGE_HEADER_BYTES = 256 * 1024  # room for EXIF and other segments before a JPEG's frame header
 
 
 @attrs.define(eq=False)
@@ -363,7 +366,7 @@ async def _deliver(job: Job, services: Services, outbox: Outbox, plan: Plan) -> 
     mode = "url" if job.output else (job.delivery.mode if job.delivery else "binary")
     metadata: list[dict[str, Any]] = []
     for output in plan.outputs:
-        info = await _verify(services, output.path)
+        info = await _verify(services, output.path, output.container)
         meta = {"filename": output.filename, **output_metadata(info, output.container)}
         size = meta["size_bytes"]
         if size > config.max_output_bytes:
@@ -445,8 +448,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-async def _verify(services: Services, path: Path) -> MediaInfo:
-    """Probe an output: FFmpeg exiting 0 does not prove it wrote something playable."""
+async def _verify(services: Services, path: Path, container: str) -> MediaInfo:
+    """Probe an output: FFmpeg exiting 0 does not prove it wrote something playable.
+
+    Still images are checked by parsing their header in-process, which tells all that
+    `output_metadata` needs without a second process start per thumbnail.
+    """
     try:
         size = (await trio.Path(path).stat()).st_size
     except FileNotFoundError:
@@ -454,6 +461,10 @@ async def _verify(services: Services, path: Path) -> MediaInfo:
     if size == 0:
         raise JobError("FFmpeg produced no output for this input and these options")
     try:
+        if container in IMAGE_HEADERS:
+            async with await trio.open_file(path, "rb") as f:
+                head = await f.read(IMAGE_HEADER_BYTES)
+            return image_info(head, size)
         return await _ffprobe(services, path, ours=True)
-    except (ProcessFailed, JobError):
+    except (ProcessFailed, JobError, NotAnImage):
         raise JobError("FFmpeg produced an unreadable output") from None
