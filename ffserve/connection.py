@@ -33,7 +33,7 @@ from ffserve.messages import (
 )
 from ffserve.ops import inputs_expected
 from ffserve.options import Options, parse_options
-from ffserve.outbox import Frame, Outbox
+from ffserve.outbox import Outbox, Outgoing
 from ffserve.services import Services
 from ffserve.state import JobState
 
@@ -200,6 +200,7 @@ async def serve_connection(request: WebSocketRequest, services: Services) -> Non
         async with trio.open_nursery() as nursery:
             connection = Connection(services, outbox, nursery)
             nursery.start_soon(_write, ws, outgoing, nursery.cancel_scope)
+            nursery.start_soon(_close_when_stopping, services, outbox)
             await _read(ws, connection)
             nursery.cancel_scope.cancel()
     except Exception:
@@ -230,15 +231,30 @@ async def _read(ws: WebSocketConnection, connection: Connection) -> None:
             )
 
 
+async def _close_when_stopping(services: Services, outbox: Outbox) -> None:
+    """On shutdown, once no job is left, close after the frames the client is owed.
+
+    Cancelling the connection at once would drop a result (or JOB_CANCELLED) that a job
+    queued just before the drain ended, and leave the client with no close frame.
+    """
+    await services.stopping.wait()
+    await outbox.close()
+
+
 async def _write(
     ws: WebSocketConnection,
-    outgoing: trio.MemoryReceiveChannel[Frame],
+    outgoing: trio.MemoryReceiveChannel[Outgoing],
     connection_scope: trio.CancelScope,
 ) -> None:
     async with outgoing:
         async for frame in outgoing:
             try:
-                await ws.send_message(frame)
+                if frame is None:
+                    await ws.aclose(1001, "server shutting down")
+                else:
+                    await ws.send_message(frame)
+                    continue
             except ConnectionClosed:
-                connection_scope.cancel()  # the client is gone: so are its jobs
-                return
+                pass
+            connection_scope.cancel()  # the client is gone (or told to go): so are its jobs
+            return

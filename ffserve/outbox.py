@@ -4,6 +4,9 @@ The queue is bounded, so a client that reads slowly slows down the jobs sending 
 (back-pressure) instead of growing server memory. Progress updates are the exception:
 they are offered without waiting and dropped when the queue is full, because a newer
 one will follow and a late one is worthless.
+
+`close()` queues an end marker (`None`) behind everything already owed to the client:
+the writer sends those frames, then closes the WebSocket (server shutdown).
 """
 
 from __future__ import annotations
@@ -14,15 +17,17 @@ import trio
 from ffserve.messages import ServerMessage, encode
 
 Frame = str | bytes
+# What the writer receives: a frame, or None for "close the connection now".
+Outgoing = Frame | None
 
 
 @attrs.define(eq=False)
 class Outbox:
-    _send: trio.MemorySendChannel[Frame]
+    _send: trio.MemorySendChannel[Outgoing]
 
     @classmethod
-    def open(cls, size: int) -> tuple[Outbox, trio.MemoryReceiveChannel[Frame]]:
-        send, receive = trio.open_memory_channel[Frame](size)
+    def open(cls, size: int) -> tuple[Outbox, trio.MemoryReceiveChannel[Outgoing]]:
+        send, receive = trio.open_memory_channel[Outgoing](size)
         return cls(send), receive
 
     async def send(self, message: ServerMessage) -> None:
@@ -38,6 +43,10 @@ class Outbox:
         except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
             return False
         return True
+
+    async def close(self) -> None:
+        """Queue a graceful close after the frames already queued (waits if full)."""
+        await self._send.send(None)
 
     async def aclose(self) -> None:
         await self._send.aclose()

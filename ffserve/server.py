@@ -106,7 +106,10 @@ async def serve(
                 await shutdown.wait()
                 services.draining = True
                 listener.cancel()
-                with trio.move_on_after(server.drain_timeout_s):
-                    await pool.wait_idle()
-                connections.cancel_scope.cancel()
+                # The drain deadline is on the connections' nursery (as hypercorn's
+                # worker_serve does): jobs finish, then each connection sends what it
+                # still owes its client and closes; the deadline cancels what is left.
+                connections.cancel_scope.deadline = trio.current_time() + server.drain_timeout_s
+                await pool.wait_idle()
+                services.stopping.set()
             top.cancel_scope.cancel()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import attrs
 import httpx
+import trio
 
 from ffserve.config import Config
 from ffserve.metrics import Metrics
@@ -21,5 +22,7 @@ class Services:
     ffmpeg_version: str
     metrics: Metrics = attrs.Factory(Metrics)
     draining: bool = False
+    # Set when a draining server has no jobs left: connections flush and close.
+    stopping: trio.Event = attrs.Factory(trio.Event)
     # Bytes of temp disk promised to announced (chunked) uploads of live jobs.
     reserved_bytes: int = 0
