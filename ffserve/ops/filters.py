@@ -102,6 +102,13 @@ def apply_filters(options: FilterOptions, source: Source, workdir: Path) -> Plan
                 )
             text, size = video_filter(f, size, i)
             video_chain += text
+    if any(isinstance(f, NormalizeFilter) for f in options.filters):
+        # loudnorm resamples to 192 kHz internally and outputs that rate; go back to the
+        # input's rate (the encoder would otherwise pick its highest rate, 96 kHz for AAC).
+        # `aformat`, not `aresample`: the latter fails on inputs whose channel layout is
+        # unknown (WAV without a channel mask) in FFmpeg 5.1.
+        assert info.audio is not None
+        audio_chain.append(f"aformat=sample_rates={info.audio.sample_rate or 48000}")
     video = info.video
     args = read(source)
     if info.is_image:

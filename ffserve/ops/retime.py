@@ -69,6 +69,9 @@ def speed(options: SpeedOptions, source: Source, workdir: Path) -> Plan:
         else:
             rate = info.audio.sample_rate or 48000
             af = [f"asetrate={round(rate * factor)}", f"aresample={rate}"]
+        # Decoders emit the last frame whole (AAC: up to 1024 samples of padding past the
+        # end); slowed down 4x that padding would play on after the picture has ended.
+        af = [f"atrim=end={num(duration)}", *af]
         args += ["-filter:a", ",".join(af), *encode_audio(container.default_audio or "aac")]
     output = write(workdir, source, "speed", container)
     args += ["-sn", "-dn", *output_args(output, container)]
