@@ -236,6 +236,18 @@ class Comparison:
         result.metrics["service_errors"] = len(errors)
         for phase, seconds in phase_medians(self.traces).items():
             result.metrics[f"service_phase_p50_ms.{phase}"] = _ms(seconds)
+        # Noise-robust view: what the service adds around FFmpeg, over plain FFmpeg's p50.
+        # On a shared machine FFmpeg's own run time swings by more than the targets.
+        overhead = [
+            t.latency - (t.processed - t.running)
+            for t in self.traces
+            if t.ok and t.latency is not None and t.running and t.processed
+        ]
+        plain_p50 = percentile(result.series["plain ffmpeg"], 50) if plain_done else None
+        if compare_latency and overhead and plain_p50:
+            added = percentile(overhead, 50)
+            result.metrics["service_overhead_outside_ffmpeg_p50_ms"] = _ms(added)
+            result.metrics["ratio_from_overhead"] = _round((plain_p50 + added) / plain_p50)
         if errors:
             result.notes.append(f"first service error: {errors[0]}")
 
