@@ -206,7 +206,8 @@ async def test_drain_delivers_and_exits_once_jobs_are_done(
                         break
                 with pytest.raises(ConnectionClosed) as closed:
                     await client.recv()
-                assert closed.value.reason.code == 1001
+                reason = closed.value.reason
+                assert reason is not None and reason.code == 1001
                 returncode = await server.process.wait()  # well inside the 60 s drain
             assert returncode == 0, server.log
             assert still_alive(children) == set()
