@@ -324,11 +324,18 @@ async def test_compress_target_format_picks_container(
 async def test_compress_audio_only(server: Endpoints, media: Media, tmp_path: Path) -> None:
     async with session(server, tmp_path, 30) as s:
         output, info, _ = await s.ok("compress", media.tone, {"preset": "low"})
-    assert not streams(info, "video")
-    (audio,) = streams(info, "audio")
-    assert audio["codec_name"] == "aac"
-    assert output.stat().st_size < media.tone.stat().st_size / 4
-    approx(duration(info), duration(probe(media.tone)), 3 * AAC_FRAME)
+        assert not streams(info, "video")
+        (audio,) = streams(info, "audio")
+        assert audio["codec_name"] == "aac"
+        assert output.stat().st_size < media.tone.stat().st_size / 4
+        approx(duration(info), duration(probe(media.tone)), 3 * AAC_FRAME)
+
+        # A target format is honoured for audio alone too.
+        output, info, _ = await s.ok("compress", media.tone, {"target_format": "webm"})
+        assert output.suffix == ".webm"
+        assert info["format"]["format_name"] == "matroska,webm"
+        assert [a["codec_name"] for a in streams(info, "audio")] == ["opus"]
+        assert not streams(info, "video")
 
 
 # --- extract_audio ----------------------------------------------------------------------
@@ -512,6 +519,16 @@ async def test_convert_explicit_codecs(
     (video,), (audio,) = streams(info, "video"), streams(info, "audio")
     assert (video["codec_name"], audio["codec_name"]) == codecs
     approx(duration(info), duration(probe(media.clip)), 2 * FRAME + 2 * AAC_FRAME)
+
+
+async def test_convert_stream_copy_naming_the_input_codec_still_copies(
+    server: Endpoints, media: Media, tmp_path: Path
+) -> None:
+    options = {"target_format": "mkv", "stream_copy": True, "video_codec": "h264"}
+    async with session(server, tmp_path, 30) as s:
+        output, _, _ = await s.ok("convert", media.clip, {**options, "audio_codec": "aac"})
+    assert packet_hash(output) == packet_hash(media.clip)
+    assert packet_hash(output, "a:0") == packet_hash(media.clip, "a:0")
 
 
 async def test_convert_to_audio_formats_and_refusals(

@@ -53,7 +53,10 @@ def compress(options: CompressOptions, source: Source, workdir: Path) -> Plan:
     crf_h264, crf_vp9, audio_kbps = PRESETS.get(options.preset, PRESETS["medium"])
     audio_kbps = options.audio_bitrate_kbps or audio_kbps
     if info.video is None:
-        container = audio_family(source)
+        if options.target_format is not None:
+            container = CONTAINERS[options.target_format]  # each holds audio alone too
+        else:
+            container = audio_family(source)
         if container.default_audio not in ("aac", "mp3", "opus", "vorbis"):
             container = CONTAINERS["m4a"]  # lossless in, lossy out: that is the compression
         args = [*read(source), "-map", f"0:{info.audio.index}" if info.audio else "0:a"]
@@ -171,7 +174,7 @@ def convert(options: ConvertOptions, source: Source, workdir: Path) -> Plan:
         args += ["-map", f"0:{video.index}"]
         if (
             options.stream_copy
-            and options.video_codec is None
+            and codec in ("", video.codec)  # none asked for, or the one it already has
             and video.codec in container.video_codecs
         ):
             args += copy_video(video.codec, container)
@@ -188,7 +191,7 @@ def convert(options: ConvertOptions, source: Source, workdir: Path) -> Plan:
         args += ["-map", f"0:{info.audio.index}"]
         if (
             options.stream_copy
-            and options.audio_codec is None
+            and codec in ("", info.audio.codec)
             and info.audio.codec in container.audio_codecs
         ):
             args += ["-c:a", "copy"]
