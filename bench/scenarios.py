@@ -417,6 +417,16 @@ async def long_job(bench: Bench, result: ScenarioResult) -> None:
         concurrency=1,
     )
     result.goals.append(Goal("long job p50 / plain FFmpeg", result.ratios()["p50"], "<=", 1.03))
+    # With N=5 on shared cores FFmpeg's own run time swings more than 3 %: also judge the
+    # part the service controls, its time outside FFmpeg.
+    result.goals.append(
+        Goal(
+            "long job (plain p50 + service overhead) / plain p50",
+            _num(result.metrics.get("ratio_from_overhead")),
+            "<=",
+            1.03,
+        )
+    )
 
 
 async def large_upload(bench: Bench, result: ScenarioResult) -> None:
@@ -638,14 +648,13 @@ async def fairness(bench: Bench, result: ScenarioResult) -> None:
 async def big_file(bench: Bench, result: ScenarioResult) -> None:
     """Needs the chunked-streaming extension; until the server advertises it, not run."""
     result.params.update(upload_mib=500)
+    result.status = NOT_RUN
     if "chunked" not in bench.target.features:
-        result.status = NOT_RUN
         result.reason = (
-            "chunked transfer not available (the server's /health does not list "
-            "'chunked' in `features`)"
+            "chunked transfer not available: the server's /health does not list 'chunked' "
+            "in `features`"
         )
     else:
-        result.status = NOT_RUN
         result.reason = "the server advertises chunked transfer; the bench has no client for it yet"
     result.goals.append(Goal("side ping p99, 500 MB chunked upload", None, "<", 20, "ms"))
 
