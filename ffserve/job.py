@@ -168,6 +168,7 @@ async def run_job(job: Job, services: Services, outbox: Outbox) -> None:
             metrics.count("jobs_cancelled")
             await outbox.send(Error(ErrorCode.JOB_CANCELLED, "job cancelled", job.job_id))
     finally:
+        job.close_uploads()  # wakes a reader blocked handing this job a chunk
         job.state = JobState.DONE
 
 

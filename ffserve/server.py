@@ -89,8 +89,10 @@ async def serve(
                             server.port,
                             None,
                             handler_nursery=connections,
+                            # One message is held whole in memory: v1 files are capped by
+                            # max_message_mb (1009 above it), chunks by chunk_kb + header.
                             max_message_size=max(
-                                config.max_message_bytes, config.max_upload_bytes + 65536
+                                config.max_message_bytes, config.chunk_bytes + 65536 + 4
                             ),
                             receive_buffer_size=server.receive_buffer_kb * 1024,
                             connect_timeout=server.handshake_timeout_s,

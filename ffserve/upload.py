@@ -33,18 +33,20 @@ class UploadState:
         """Errors: ProtocolError(INVALID_CHUNK) for a chunk that is refused but leaves the
         job waiting (wrong offset, too big); JobError(TOO_LARGE) for more bytes than
         announced, which ends the job."""
+        # Every refusal names the offset wanted next, so a client can resume from it.
         if offset is None:
             raise ProtocolError(
                 "chunked upload: the binary frame header needs an integer offset",
                 code=ErrorCode.INVALID_CHUNK,
                 job_id=job_id,
+                details={"expected_offset": self.received},
             )
         if length > self.chunk_limit:
             raise ProtocolError(
                 f"chunk of {length} bytes is larger than the {self.chunk_limit}-byte limit",
                 code=ErrorCode.INVALID_CHUNK,
                 job_id=job_id,
-                details={"max_chunk_bytes": self.chunk_limit},
+                details={"expected_offset": self.received, "max_chunk_bytes": self.chunk_limit},
             )
         if offset != self.received:
             raise ProtocolError(

@@ -25,7 +25,7 @@ import attrs
 import trio
 import wsproto
 from trio_websocket import WebSocketConnection, open_websocket_url
-from wsproto.events import AcceptConnection, Request
+from wsproto.events import AcceptConnection, BytesMessage, Request, TextMessage
 
 from tests.helpers import binary_frame, split_frame
 
@@ -215,8 +215,46 @@ async def run_chunked(
 # --- a raw client, for frames trio-websocket cannot send (half a frame) ------------------
 
 
-async def open_raw_websocket(host: str, port: int) -> trio.SocketStream:
-    """A WebSocket handshake done by hand; the caller writes frames with `raw_frame`."""
+@attrs.define
+class RawClient:
+    """A WebSocket client driven by hand with wsproto, so a test can also write raw bytes
+    (e.g. half a frame) to `stream`."""
+
+    stream: trio.SocketStream
+    ws: wsproto.WSConnection
+    _text: list[str] = attrs.Factory(list)
+    _bytes: bytearray = attrs.Factory(bytearray)
+
+    async def send(self, message: str | bytes) -> None:
+        event = TextMessage(message) if isinstance(message, str) else BytesMessage(message)
+        await self.stream.send_all(self.ws.send(event))
+
+    async def receive(self) -> str | bytes:
+        while True:
+            for event in self.ws.events():
+                if isinstance(event, TextMessage):
+                    self._text.append(event.data)
+                    if event.message_finished:
+                        text, self._text = "".join(self._text), []
+                        return text
+                elif isinstance(event, BytesMessage):
+                    self._bytes += event.data
+                    if event.message_finished:
+                        data, self._bytes = bytes(self._bytes), bytearray()
+                        return data
+            received = await self.stream.receive_some(65536)
+            assert received, "the server closed the connection"
+            self.ws.receive_data(received)
+
+    async def receive_json(self) -> dict[str, Any]:
+        message = await self.receive()
+        assert isinstance(message, str), "expected a text frame, got binary"
+        data: dict[str, Any] = json.loads(message)
+        return data
+
+
+async def open_raw_websocket(host: str, port: int) -> RawClient:
+    """A WebSocket handshake done by hand with wsproto."""
     stream = await trio.open_tcp_stream(host, port)
     ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
     await stream.send_all(ws.send(Request(host=f"{host}:{port}", target="/")))
@@ -225,12 +263,12 @@ async def open_raw_websocket(host: str, port: int) -> trio.SocketStream:
         assert data, "server closed the connection during the handshake"
         ws.receive_data(data)
         if any(isinstance(event, AcceptConnection) for event in ws.events()):
-            return stream
+            return RawClient(stream, ws)
 
 
 def raw_frame_head(length: int) -> bytes:
-    """The head of a final binary frame of `length` bytes, masked with a zero key (so the
-    payload that follows goes as is)."""
+    """The head of a final, masked binary frame of `length` bytes. The mask key is zero, so
+    the payload that follows goes as is."""
     return b"\x82\xff" + length.to_bytes(8, "big") + b"\0\0\0\0"
 
 
