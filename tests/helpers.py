@@ -195,11 +195,15 @@ async def wait_no_children(seconds: float = 2.0) -> list[int]:
     return child_pids()
 
 
+AUDIO_0 = ("-map", "0:a:0", "-af")  # then an audio filter
+NULL = ("-f", "null", "-")
+MD5 = ("-f", "hash", "-hash", "md5", "-")
+
+
 def mean_volume(path: Path) -> float:
     """Mean volume in dB of the first audio stream (ffmpeg volumedetect)."""
     out = subprocess.run(
-        ["ffmpeg", "-hide_banner", "-nostats", "-i", str(path), "-map", "0:a:0"]
-        + ["-af", "volumedetect", "-f", "null", "-"],
+        [*("ffmpeg", "-hide_banner", "-nostats", "-i", str(path)), *AUDIO_0, "volumedetect", *NULL],
         check=True,
         capture_output=True,
         text=True,
@@ -211,8 +215,7 @@ def mean_volume(path: Path) -> float:
 def integrated_loudness(path: Path) -> float:
     """Integrated loudness in LUFS of the first audio stream (ffmpeg ebur128)."""
     out = subprocess.run(
-        ["ffmpeg", "-hide_banner", "-nostats", "-i", str(path), "-map", "0:a:0"]
-        + ["-af", "ebur128", "-f", "null", "-"],
+        [*("ffmpeg", "-hide_banner", "-nostats", "-i", str(path)), *AUDIO_0, "ebur128", *NULL],
         check=True,
         capture_output=True,
         text=True,
@@ -252,3 +255,14 @@ async def wait_for(client: Client, job_id: str, kind: str, stage: str | None = N
         if message["type"] == kind and (stage is None or message.get("stage") == stage):
             return
         assert message["type"] != "error", message
+
+
+def packet_hash(path: Path, stream: str = "v:0") -> str:
+    """MD5 of one stream's packets: equal after a stream copy, different after re-encoding."""
+    out = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-map", f"0:{stream}", "-c", "copy", *MD5],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()

@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from ffserve.server import Endpoints
-from tests.helpers import CORPUS, connect, duration, mean_volume, probe, streams
+from tests.helpers import CORPUS, connect, duration, mean_volume, packet_hash, probe, streams
 
 if not CORPUS.is_dir():
     pytest.skip(f"no media corpus at {CORPUS}", allow_module_level=True)
@@ -162,6 +162,8 @@ def check_remove_audio(f: Facts, path: Path, info: dict[str, Any]) -> None:
     (video,) = streams(info, "video")
     assert (video["width"], video["height"]) == f.size
     approx(duration(info), f.duration, f.slack)
+    # keep_video_quality (the default): the video's packets are copied untouched.
+    assert packet_hash(path) == packet_hash(f.path)
 
 
 def check_convert_mp4(f: Facts, path: Path, info: dict[str, Any]) -> None:
@@ -182,6 +184,7 @@ def check_convert_mkv_copy(f: Facts, path: Path, info: dict[str, Any]) -> None:
     if f.video is not None:
         (video,) = streams(info, "video")
         assert video["codec_name"] == f.video["codec_name"]  # mkv holds every corpus codec
+        assert packet_hash(path) == packet_hash(f.path)
     approx(duration(info), f.duration, f.slack)
 
 

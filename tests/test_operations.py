@@ -29,6 +29,7 @@ from tests.helpers import (
     ffmpeg,
     integrated_loudness,
     mean_volume,
+    packet_hash,
     probe,
     streams,
 )
@@ -59,20 +60,6 @@ def psnr(a: Path, b: Path) -> float:
     )
     value = out.stderr.rsplit("average:", 1)[1].split()[0]
     return math.inf if value == "inf" else float(value)
-
-
-MD5 = ("-f", "hash", "-hash", "md5", "-")
-
-
-def packet_hash(path: Path, stream: str = "v:0") -> str:
-    """MD5 of a stream's packets: equal for a stream copy, different after re-encoding."""
-    out = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(path), "-map", f"0:{stream}", "-c", "copy", *MD5],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return out.stdout.strip()
 
 
 COUNT = ("-show_entries", "stream=nb_read_frames", "-of", "csv=p=0")
