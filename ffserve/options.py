@@ -231,6 +231,7 @@ OPERATIONS: dict[str, type[Any]] = {
     "probe": ProbeOptions,
 }
 
+
 def parse_options(operation: str, raw: dict[str, Any]) -> Options:
     """Errors: ValidationError(UNKNOWN_OPERATION | VALIDATION_ERROR) naming `$.options.<field>`."""
     cls = OPERATIONS.get(operation)
