@@ -66,6 +66,9 @@ class FFmpegConfig:
     ffprobe: str = "ffprobe"
     threads: int = attrs.field(default=0, validator=in_range(0, 256))
     kill_grace_s: float = attrs.field(default=0.5, validator=in_range(0, 60))
+    # Scheduling niceness of FFmpeg/ffprobe children (0-19): above 0 the event loop wins
+    # the CPU when every core is encoding, so pings and progress stay prompt.
+    niceness: int = attrs.field(default=10, validator=in_range(0, 19))
 
 
 @attrs.frozen

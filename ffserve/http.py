@@ -14,6 +14,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from ffserve import __version__
 from ffserve.services import Services
 
+FEATURES = ("multi_upload", "multi_output", "probe", "chunked", "output_url")
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -30,6 +31,8 @@ def health(services: Services) -> dict[str, Any]:
         "capacity": pool.capacity,
         "queue_limit": pool.queue_limit,
         "connections": services.metrics.connections,
+        # Protocol extensions this server speaks (docs/protocol.md section 8).
+        "features": list(FEATURES),
     }
 
 

@@ -281,9 +281,14 @@ async def _receive_chunked(
 
 async def _ffprobe(services: Services, path: Path, *, ours: bool) -> MediaInfo:
     config = services.config
-    raw = await run_capture(
-        probe_args(config.ffmpeg.ffprobe, path, ours=ours), grace=config.ffmpeg.kill_grace_s
-    )
+    # At most one probe per core: probes run outside the worker slots, and a burst of
+    # uploads must not crowd out the FFmpeg runs and the event loop.
+    async with services.probe_slots:
+        raw = await run_capture(
+            probe_args(config.ffmpeg.ffprobe, path, ours=ours),
+            grace=config.ffmpeg.kill_grace_s,
+            niceness=config.ffmpeg.niceness,
+        )
     return parse_probe(raw)
 
 
@@ -339,6 +344,7 @@ async def _run(job: Job, services: Services, outbox: Outbox, plan: Plan, workdir
                     on_progress=lambda _: None,
                     grace=config.ffmpeg.kill_grace_s,
                     cwd=str(workdir),
+                    niceness=config.ffmpeg.niceness,
                 )
             await run_ffmpeg(
                 [*prefix, *plan.args],
@@ -346,6 +352,7 @@ async def _run(job: Job, services: Services, outbox: Outbox, plan: Plan, workdir
                 on_progress=report,
                 grace=config.ffmpeg.kill_grace_s,
                 cwd=str(workdir),
+                niceness=config.ffmpeg.niceness,
             )
     except trio.TooSlowError:
         raise JobError(

@@ -7,6 +7,9 @@ child outlives the job that started it.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import subprocess
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -38,18 +41,48 @@ async def _terminate(grace: float, process: trio.Process) -> None:
     process.kill()
 
 
+async def _spawn(
+    nursery: trio.Nursery, args: Sequence[str], *, grace: float, cwd: str | None, niceness: int
+) -> trio.Process:
+    """Start a child in `nursery` with pipes; it is reaped however the nursery ends."""
+    process: trio.Process = await nursery.start(
+        partial(
+            trio.run_process,
+            list(args),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            check=False,
+            deliver_cancel=partial(_terminate, grace),
+            cwd=cwd,
+        )
+    )
+    if niceness:
+        # Media work yields the CPU to the event loop, so pings and progress stay prompt
+        # while every core is encoding. (Set from outside: preexec_fn is unsafe with threads.)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.setpriority(os.PRIO_PROCESS, process.pid, niceness)
+    return process
+
+
 async def _keep_tail(stream: trio.abc.ReceiveStream, tail: bytearray) -> None:
     async for chunk in stream:
         tail.extend(chunk)
         del tail[:-STDERR_TAIL_BYTES]
 
 
+# FFmpeg prefixes log lines with "[component @ 0x55d0c1a2b3c0] ": a heap address.
+_LOG_CONTEXT = re.compile(r"\[[^\]\n]*@ 0x[0-9a-fA-F]+\] ?")
+_PATHS = re.compile(r"(?:file:)?/[^\s'\",:]+")
+
+
 def summarize(stderr: bytes, *, scrub: Sequence[str] = ()) -> str:
-    """The last few meaningful stderr lines, with server paths replaced."""
+    """The last few meaningful stderr lines for a client: no server paths, no addresses."""
     text = stderr.decode("utf-8", "replace")
     for secret in scrub:
         if secret:
-            text = text.replace(secret, "<job>")
+            text = text.replace(secret, "")
+    text = _PATHS.sub("<file>", _LOG_CONTEXT.sub("", text))
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return " | ".join(lines[-3:])[-400:]
 
@@ -61,6 +94,7 @@ async def run_ffmpeg(
     on_progress: Callable[[float], None],
     grace: float,
     cwd: str | None = None,
+    niceness: int = 0,
 ) -> None:
     """Run FFmpeg with `-progress pipe:1` already in `args`, reporting progress as it rises.
 
@@ -68,18 +102,7 @@ async def run_ffmpeg(
     """
     tail = bytearray()
     async with trio.open_nursery() as nursery:
-        process: trio.Process = await nursery.start(
-            partial(
-                trio.run_process,
-                list(args),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                check=False,
-                deliver_cancel=partial(_terminate, grace),
-                cwd=cwd,
-            )
-        )
+        process = await _spawn(nursery, args, grace=grace, cwd=cwd, niceness=niceness)
         assert process.stdout is not None and process.stderr is not None
         nursery.start_soon(_keep_tail, process.stderr, tail)
         async for chunk in process.stdout:
@@ -91,7 +114,9 @@ async def run_ffmpeg(
         )
 
 
-async def run_capture(args: Sequence[str], *, grace: float, limit: int = 16 * 1024 * 1024) -> bytes:
+async def run_capture(
+    args: Sequence[str], *, grace: float, niceness: int = 0, limit: int = 16 * 1024 * 1024
+) -> bytes:
     """Run a short-lived tool (ffprobe) and return its stdout.
 
     Errors: ProcessFailed if it exits non-zero or prints more than `limit` bytes.
@@ -100,17 +125,7 @@ async def run_capture(args: Sequence[str], *, grace: float, limit: int = 16 * 10
     err = bytearray()
 
     async with trio.open_nursery() as nursery:
-        process: trio.Process = await nursery.start(
-            partial(
-                trio.run_process,
-                list(args),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                check=False,
-                deliver_cancel=partial(_terminate, grace),
-            )
-        )
+        process = await _spawn(nursery, args, grace=grace, cwd=None, niceness=niceness)
         assert process.stdout is not None and process.stderr is not None
         nursery.start_soon(_keep_tail, process.stderr, err)
         async for chunk in process.stdout:

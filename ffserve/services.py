@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import attrs
@@ -26,3 +27,6 @@ class Services:
     stopping: trio.Event = attrs.Factory(trio.Event)
     # Bytes of temp disk promised to announced (chunked) uploads of live jobs.
     reserved_bytes: int = 0
+    probe_slots: trio.CapacityLimiter = attrs.Factory(
+        lambda: trio.CapacityLimiter(os.cpu_count() or 2)
+    )
