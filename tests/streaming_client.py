@@ -16,23 +16,21 @@ import argparse
 import hashlib
 import json
 import sys
+import threading
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import attrs
 import trio
 import wsproto
-from trio_websocket import WebSocketConnection, open_websocket_url
+from trio_websocket import WebSocketConnection
 from wsproto.events import AcceptConnection, BytesMessage, Request, TextMessage
 
 from tests.helpers import binary_frame, split_frame
 
 MiB = 1024 * 1024
-# Socket read size of the client: trio-websocket's default of 4 KiB makes the *client*
-# the bottleneck of a large delivery.
-RECEIVE_BUFFER = 256 * 1024
 
 
 def sha256_file(path: Path) -> str:
@@ -87,9 +85,11 @@ async def send_file(
 
 @attrs.define
 class Transfer:
-    """What one chunked job produced, as the client saw it."""
+    """What one chunked job produced, as the client saw it. `feed` it every message; it
+    writes chunked outputs to `out_dir`, checking that their offsets are contiguous."""
 
     job_id: str
+    out_dir: Path
     messages: list[dict[str, Any]] = attrs.Factory(list)
     headers: list[dict[str, Any]] = attrs.Factory(list)  # binary frame headers, in order
     outputs: list[Path] = attrs.Factory(list)
@@ -100,6 +100,10 @@ class Transfer:
     delivery_done: float | None = None
     uploaded: int = 0
     delivered: int = 0
+    _expected: int | None = None  # how many outputs `completed` announced
+    _file: BinaryIO | None = None
+    _digest: Any = None
+    _written: int = 0
 
     @property
     def final(self) -> dict[str, Any]:
@@ -123,57 +127,63 @@ class Transfer:
             return None
         return size / (end - start) / 1e6
 
+    def feed(self, message: str | bytes) -> bool:
+        """Take one message from the server; True once the job has ended (an error, or
+        `completed` and every output)."""
+        if isinstance(message, bytes):
+            return self._chunk(message)
+        data = json.loads(message)
+        if data.get("job_id") != self.job_id:
+            return False
+        self.messages.append(data)
+        kind = data["type"]
+        if kind == "upload_progress" and data["received_bytes"] == data["total_bytes"]:
+            self.upload_done = time.perf_counter()
+        elif kind == "completed" and data["delivery_method"] == "chunked":
+            self._expected = len(data.get("outputs") or [None])
+            self.delivery_started = time.perf_counter()
+            return False
+        return kind in ("error", "completed")
 
-async def receive_job(ws: WebSocketConnection, transfer: Transfer, out_dir: Path) -> Transfer:
-    """Read `transfer.job_id`'s messages until it ends, writing chunked outputs to
-    `out_dir` and checking that their offsets are contiguous."""
-    expected: int | None = None  # how many outputs `completed` announced
-    files: list[Any] = []
-    digests: list[Any] = []
-    written: list[int] = []
+    def _chunk(self, frame: bytes) -> bool:
+        header, payload = split_frame(frame)
+        assert header["job_id"] == self.job_id, header
+        assert self._expected is not None, "a chunk before `completed`"
+        index = header.get("index", 0)
+        if self._file is None:  # the first frame of the next output
+            assert index == len(self.outputs), header
+            path = self.out_dir / Path(header["filename"]).name
+            self._file, self._digest, self._written = path.open("wb"), hashlib.sha256(), 0
+            self.outputs.append(path)
+        assert index == len(self.outputs) - 1, header
+        assert header["offset"] == self._written, (header, self._written)
+        self._file.write(payload)
+        self._digest.update(payload)
+        self._written += len(payload)
+        self.delivered += len(payload)
+        self.headers.append(header)
+        if not header["final"]:
+            return False
+        self.close()
+        self.sha256.append(self._digest.hexdigest())
+        if len(self.outputs) < self._expected:
+            return False
+        self.delivery_done = time.perf_counter()
+        return True
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+async def receive_job(ws: WebSocketConnection, transfer: Transfer) -> Transfer:
+    """Read `transfer.job_id`'s messages until it ends."""
     try:
-        while True:
-            message = await ws.get_message()
-            if isinstance(message, bytes):
-                header, payload = split_frame(message)
-                assert header["job_id"] == transfer.job_id, header
-                index = header.get("index", 0)
-                if index == len(files):  # the first frame of the next output
-                    path = out_dir / Path(header["filename"]).name
-                    files.append(await trio.open_file(path, "wb"))
-                    digests.append(hashlib.sha256())
-                    written.append(0)
-                    transfer.outputs.append(path)
-                assert index == len(files) - 1, header
-                assert header["offset"] == written[index], (header, written[index])
-                await files[index].write(payload)
-                digests[index].update(payload)
-                written[index] += len(payload)
-                transfer.delivered += len(payload)
-                transfer.headers.append(header)
-                if header["final"]:
-                    transfer.sha256.append(digests[index].hexdigest())
-                    if len(transfer.outputs) == expected:
-                        transfer.delivery_done = time.perf_counter()
-                        break
-                continue
-            data = json.loads(message)
-            if data.get("job_id") != transfer.job_id:
-                continue
-            transfer.messages.append(data)
-            kind = data["type"]
-            if kind == "upload_progress" and data["received_bytes"] == data["total_bytes"]:
-                transfer.upload_done = time.perf_counter()
-            elif kind == "error":
-                break
-            elif kind == "completed":
-                if data["delivery_method"] != "chunked":
-                    break
-                expected = len(data.get("outputs") or [None])
-                transfer.delivery_started = time.perf_counter()
+        while not transfer.feed(await ws.get_message()):
+            pass
     finally:
-        for f in files:
-            await f.aclose()
+        transfer.close()
     return transfer
 
 
@@ -198,7 +208,7 @@ async def run_chunked(
         await trio.to_thread.run_sync(partial(file_spec, checksum=checksum), p) for p in inputs
     ]
     await ws.send_message(json.dumps(start_message(job_id, operation, options, specs, **fields)))
-    transfer = Transfer(job_id)
+    transfer = Transfer(job_id, out_dir)
 
     async def upload() -> None:
         transfer.upload_started = time.perf_counter()
@@ -207,7 +217,7 @@ async def run_chunked(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(upload)
-        await receive_job(ws, transfer, out_dir)
+        await receive_job(ws, transfer)
         nursery.cancel_scope.cancel()  # the job ended early (an error): stop sending
     return transfer
 
@@ -275,32 +285,51 @@ def raw_frame_head(length: int) -> bytes:
 # --- command line: a separate client process for measurements -------------------------
 
 
-async def _main(args: argparse.Namespace) -> Transfer:
-    delivery = {"mode": "chunked", "chunk_kb": args.chunk_kb}
-    async with open_websocket_url(
-        args.url, max_message_size=64 * MiB, receive_buffer_size=RECEIVE_BUFFER
-    ) as ws:
-        return await run_chunked(
-            ws,
-            "big",
-            "convert",
-            {"target_format": "mkv", "stream_copy": True},
-            [Path(args.input)],
-            Path(args.out_dir),
-            chunk_bytes=args.chunk_kb * 1024,
-            delivery=delivery,
-        )
+def run_process_client(url: str, path: Path, out_dir: Path, chunk_bytes: int) -> Transfer:
+    """The same job as `run_chunked`, with the `websockets` library's threaded client: it
+    masks frames in C, as browsers and most clients do, where trio-websocket's client
+    (wsproto) masks in Python and would measure itself rather than the server."""
+    from websockets.sync.client import connect as ws_connect
+
+    spec = file_spec(path)
+    message = start_message(
+        "big",
+        "convert",
+        {"target_format": "mkv", "stream_copy": True},
+        [spec],
+        delivery={"mode": "chunked", "chunk_kb": chunk_bytes // 1024},
+    )
+    transfer = Transfer("big", out_dir)
+    with ws_connect(url, max_size=64 * MiB, compression=None) as ws:
+        ws.send(json.dumps(message))
+
+        def upload() -> None:
+            transfer.upload_started = time.perf_counter()
+            with path.open("rb") as f:
+                while data := f.read(chunk_bytes):
+                    ws.send(chunk("big", transfer.uploaded, data, path.name))
+                    transfer.uploaded += len(data)
+
+        sender = threading.Thread(target=upload, daemon=True)
+        sender.start()
+        try:
+            while not transfer.feed(ws.recv()):
+                pass
+        finally:
+            transfer.close()
+        sender.join()
+    return transfer
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.streaming_client")
     parser.add_argument("url")
-    parser.add_argument("input")
-    parser.add_argument("out_dir")
+    parser.add_argument("input", type=Path)
+    parser.add_argument("out_dir", type=Path)
     parser.add_argument("--chunk-kb", type=int, default=1024)
     args = parser.parse_args(argv)
-    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
-    transfer = trio.run(_main, args)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    transfer = run_process_client(args.url, args.input, args.out_dir, args.chunk_kb * 1024)
     report = {
         "final": transfer.final,
         "upload_mb_s": transfer.rate("upload"),

@@ -249,14 +249,14 @@ async def test_interleaved_chunked_uploads_on_two_connections(
     with trio.fail_after(60):
         async with connect(server.url) as a, connect(server.url) as b:
             sockets = {"a": a.ws, "b": b.ws}
-            transfers = {name: Transfer(name) for name in inputs}
+            transfers = {name: Transfer(name, tmp_path / name) for name in inputs}
             for name, path in inputs.items():
                 message = start_message(name, "convert", COPY_MKV, [file_spec(path)])
                 await sockets[name].send_message(json.dumps({**message, "delivery": CHUNKED}))
             async with trio.open_nursery() as nursery:
                 for name in inputs:
                     (tmp_path / name).mkdir()
-                    nursery.start_soon(receive_job, sockets[name], transfers[name], tmp_path / name)
+                    nursery.start_soon(receive_job, sockets[name], transfers[name])
                 data = {name: path.read_bytes() for name, path in inputs.items()}
                 longest = max(len(d) for d in data.values())
                 for offset in range(0, longest, chunk_bytes):
@@ -442,9 +442,9 @@ async def test_a_refused_chunk_leaves_the_upload_going(
             error = await expect(ws, "error", job_id="j", code="INVALID_CHUNK")
             assert error["details"]["expected_offset"] == LIMIT, error
             await ping(ws)
-            transfer = Transfer("j")
+            transfer = Transfer("j", tmp_path)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(receive_job, ws, transfer, tmp_path)
+                nursery.start_soon(receive_job, ws, transfer)
                 for at in range(LIMIT, len(data), LIMIT):
                     await ws.send_message(chunk("j", at, data[at : at + LIMIT]))
     assert transfer.final["type"] == "completed", transfer.final
