@@ -92,6 +92,7 @@ class Transfer:
     out_dir: Path
     messages: list[dict[str, Any]] = attrs.Factory(list)
     headers: list[dict[str, Any]] = attrs.Factory(list)  # binary frame headers, in order
+    payloads: list[int] = attrs.Factory(list)  # and their payload sizes
     outputs: list[Path] = attrs.Factory(list)
     sha256: list[str] = attrs.Factory(list)
     upload_started: float | None = None
@@ -162,6 +163,7 @@ class Transfer:
         self._written += len(payload)
         self.delivered += len(payload)
         self.headers.append(header)
+        self.payloads.append(len(payload))
         if not header["final"]:
             return False
         self.close()

@@ -334,6 +334,83 @@ async def send_all_chunks(ws: WebSocketConnection, job_id: str, path: Path) -> N
             offset += len(data)
 
 
+async def test_chunked_delivery_of_several_outputs(
+    server: Endpoints, media: Media, tmp_path: Path
+) -> None:
+    """Thumbnails: each output's frames carry index/count and end with its own final."""
+    with trio.fail_after(60):
+        async with connect(server.url) as client:
+            transfer = await run_chunked(
+                client.ws,
+                "thumbs",
+                "thumbnail",
+                {"count": 3, "format": "png", "width": 160},
+                [media.clip],
+                tmp_path,
+                delivery={"mode": "chunked", "chunk_kb": 16},
+            )
+    final = transfer.final
+    assert final["type"] == "completed", final
+    assert final["delivery_method"] == "chunked"
+    assert len(final["outputs"]) == len(transfer.outputs) == 3
+    assert {(h["index"], h["count"]) for h in transfer.headers} == {(0, 3), (1, 3), (2, 3)}
+    assert [h["index"] for h in transfer.headers if h["final"]] == [0, 1, 2]
+    for meta, path, digest in zip(final["outputs"], transfer.outputs, transfer.sha256, strict=True):
+        assert meta["filename"] == path.name
+        assert meta["sha256"] == digest == sha256_file(path)
+        (video,) = streams(probe(path), "video")
+        assert (video["codec_name"], video["width"]) == ("png", 160)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="job._deliver sends delivery.chunk_kb as asked, past limits.chunk_kb (see #4 report)",
+)
+async def test_delivery_chunks_stay_within_the_server_limit(
+    start_server: StartServer, media: Media, tmp_path: Path
+) -> None:
+    """limits.chunk_kb bounds chunks both ways (config.toml): a client asking for bigger
+    delivery chunks is refused or gets chunks of at most the limit, because the outbound
+    queue holds `outbound_queue` chunks per connection in memory."""
+    server = await start_server(limits=SMALL_CHUNKS)
+    with trio.fail_after(60):
+        async with connect(server.url) as client:
+            transfer = await run_chunked(
+                client.ws,
+                "j",
+                "convert",
+                COPY_MKV,
+                [media.long],
+                tmp_path,
+                chunk_bytes=LIMIT,
+                delivery={"mode": "chunked", "chunk_kb": 1024},
+            )
+    if transfer.final["type"] == "error":
+        assert transfer.final["code"] == "VALIDATION_ERROR", transfer.final
+        return
+    check_output(transfer)
+    assert max(transfer.payloads) <= LIMIT
+
+
+async def test_an_upload_that_stops_times_out(
+    start_server: StartServer, media: Media, workdir: Path
+) -> None:
+    server = await start_server(jobs={"input_timeout_s": 0.5})
+    with trio.fail_after(30):
+        async with connect(server.url) as client:
+            ws = client.ws
+            spec = [{"size": 1000}]
+            await ws.send_message(
+                json.dumps(start_message("j", "speed", {"speed_factor": 2.0}, spec))
+            )
+            await expect(ws, "ack")
+            await ws.send_message(chunk("j", 0, b"\0" * 500))
+            await expect(ws, "upload_progress", received_bytes=500, percentage=50.0)
+            await expect(ws, "error", job_id="j", code="TIMEOUT")
+            assert job_dirs(workdir) == []
+            await ping(ws)
+
+
 # --- cancel and disconnect mid-upload ----------------------------------------------------
 
 
