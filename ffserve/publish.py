@@ -69,7 +69,10 @@ async def put_file(
     )
     request.headers.pop("cookie", None)
     try:
-        response = await client.send(request)
+        # Streamed and closed unread: only the status matters, and a body the other
+        # end chose (endless, or slow) must cost neither memory nor time.
+        response = await client.send(request, stream=True)
+        await response.aclose()
     except httpx.TimeoutException:
         raise _failed("uploading to the output URL timed out") from None
     except httpx.HTTPError as exc:

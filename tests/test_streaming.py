@@ -8,6 +8,7 @@ it; every other test runs the server in-process (`start_server`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -693,8 +694,8 @@ async def test_a_v1_upload_over_the_message_limit_is_refused(
 
 @attrs.define
 class PutServer:
-    """An HTTP/1.1 server on loopback that takes PUTs into `dest`, answers 500, or
-    stalls (reads the request head, then nothing)."""
+    """An HTTP/1.1 server on loopback that takes PUTs into `dest` and answers 200, 500,
+    or 200 with a body that never ends; or stalls (reads the request head, then nothing)."""
 
     dest: Path
     mode: str = "ok"
@@ -728,6 +729,12 @@ class PutServer:
                         return
                     await f.write(data)
                     remaining -= len(data)
+            if self.mode == "endless":  # a 200 whose body never ends
+                await stream.send_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                with contextlib.suppress(trio.BrokenResourceError):  # until the client hangs up
+                    while True:
+                        await stream.send_all(b"10000\r\n" + b"z" * 0x10000 + b"\r\n")
+                return
             status = "500 Internal Server Error" if self.mode == "fail" else "200 OK"
             await stream.send_all(f"HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n".encode())
 
@@ -780,6 +787,19 @@ async def test_url_output_puts_the_result(
     assert sha256_file(put.dest) == meta["sha256"]
     assert duration(probe(put.dest)) == pytest.approx(2.0, abs=0.1)
     assert job_dirs(workdir) == []
+
+
+async def test_url_output_ignores_the_response_body(
+    start_server: StartServer, nursery: trio.Nursery, media: Media, tmp_path: Path
+) -> None:
+    """The answer to the PUT is judged by its status alone: a body (here endless) is
+    neither read into memory nor waited for."""
+    put = await start_put_server(nursery, tmp_path / "put.mkv", "endless")
+    server = await start_server(security={"allow_private_urls": True})
+    with trio.fail_after(30):
+        transfer = await output_job(server, media, tmp_path, put.url("/out.mkv"))
+    assert transfer.final["type"] == "completed", transfer.final
+    assert sha256_file(put.dest) == transfer.final["output_metadata"]["sha256"]
 
 
 @pytest.mark.parametrize("mode", ["fail", "stall"])
