@@ -21,6 +21,7 @@ from ffserve.errors import ErrorCode, FFserveError, JobError, ProtocolError
 from ffserve.fetch import FetchPolicy, fetch_to_file
 from ffserve.framing import BinaryFrame, encode_header
 from ffserve.imageheader import NotAnImage, image_info
+from ffserve.isobmff import probe_isobmff
 from ffserve.media import MediaInfo, full_metadata, output_metadata, parse_probe, probe_args
 from ffserve.messages import (
     Completed,
@@ -293,10 +294,16 @@ async def _ffprobe(services: Services, path: Path, *, ours: bool) -> MediaInfo:
 
 
 async def probe(services: Services, path: Path) -> MediaInfo:
-    """Probe an untrusted input. Errors: JobError(INVALID_MEDIA | TOO_LARGE)."""
+    """Probe an untrusted input. Errors: JobError(INVALID_MEDIA | TOO_LARGE).
+
+    MP4/MOV/3GP are read in-process first (isobmff): an ffprobe start costs as much CPU
+    as a small job, and the reader answers only when it is sure to say what ffprobe would.
+    """
     config = services.config
     try:
-        info = await _ffprobe(services, path, ours=False)
+        info = await trio.to_thread.run_sync(probe_isobmff, path)
+        if info is None:
+            info = await _ffprobe(services, path, ours=False)
     except ProcessFailed:
         raise JobError(
             "the input is not a media file of a supported format", code=ErrorCode.INVALID_MEDIA

@@ -1,0 +1,817 @@
+"""Reading an MP4/MOV/3GP (ISO BMFF) file's boxes in-process, instead of running ffprobe.
+
+Every ffprobe process costs about 65 ms of CPU just to start here (it links 215 shared
+libraries): as much as a whole small FFmpeg job. For the most common container, the
+`moov` box says everything `MediaInfo` holds, in well under a millisecond.
+
+The contract is strict: `probe_isobmff` returns exactly what `parse_probe` would make of
+ffprobe's output for the same file, in every field, or None, and the caller then runs
+ffprobe. The input is untrusted, so anything this module does not fully understand, or
+where FFmpeg's answer depends on decoding (HE-AAC found in the bitstream, an SPS sent
+in-band that differs from the one in the sample entry), is None rather than a guess.
+Video dimensions are taken from the codec's own header (the H.264 SPS, the H.263
+picture header), as the decoder reports them, never from the sample entry alone, so a
+file cannot slip past the size limits by understating them in the container.
+
+Work is bounded: at most `MAX_TOP_BOXES` top-level boxes, a `moov` of at most
+`MAX_MOOV_BYTES`, `MAX_BOXES` boxes and `MAX_DEPTH` levels inside it, a few bytes of
+each track's first sample, and `MAX_READ_BYTES` read in all.
+
+Errors: OSError from opening or reading the file; nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import BinaryIO
+
+import attrs
+
+from ffserve.media import MediaInfo, Stream
+
+FORMAT_NAME = "mov,mp4,m4a,3gp,3g2,mj2"
+MAX_TOP_BOXES = 64
+MAX_MOOV_BYTES = 64 << 20
+MAX_BOXES = 4096
+MAX_DEPTH = 10
+MAX_TRACKS = 16
+MAX_SAMPLE_TABLE = 10_000_000  # entries in one stts/stsz: bounded by the moov size anyway
+SAMPLE_PEEK_BYTES = 64 << 10
+MAX_READ_BYTES = MAX_MOOV_BYTES + (1 << 20)
+INT_MAX = 2**31 - 1
+
+# Sample entry -> ffprobe codec_name, per handler. mp4a is refined by its esds.
+VIDEO_CODECS = {b"avc1": "h264", b"s263": "h263"}
+AUDIO_CODECS = {
+    b"mp4a": "aac",
+    b"samr": "amr_nb",
+    b"sawb": "amr_wb",
+    b"Opus": "opus",
+    b"fLaC": "flac",
+    b"ac-3": "ac3",
+    b"alac": "alac",
+}
+SUBTITLE_CODECS = {b"tx3g": "mov_text"}
+HANDLERS = {b"vide": "video", b"soun": "audio", b"sbtl": "subtitle", b"text": "subtitle"}
+CODECS_BY_KIND = {"video": VIDEO_CODECS, "audio": AUDIO_CODECS, "subtitle": SUBTITLE_CODECS}
+
+# esds objectTypeIndication -> codec for an mp4a entry.
+MP4A_OBJECT_TYPES = {0x40: "aac", 0x66: "aac", 0x67: "aac", 0x68: "aac", 0x69: "mp3", 0x6B: "mp3"}
+AAC_SAMPLE_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000)
+AAC_CHANNELS = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 7: 8}
+
+# (profile_idc, constraint flag that FFmpeg folds in) -> FFmpeg's profile name.
+H264_PROFILES = {
+    66: ("Baseline", 1, "Constrained Baseline"),
+    77: ("Main", None, ""),
+    88: ("Extended", None, ""),
+    100: ("High", None, ""),
+    110: ("High 10", 3, "High 10 Intra"),
+    122: ("High 4:2:2", 3, "High 4:2:2 Intra"),
+    244: ("High 4:4:4 Predictive", 3, "High 4:4:4 Intra"),
+}
+H264_HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
+H263_SIZES = {1: (128, 96), 2: (176, 144), 3: (352, 288), 4: (704, 576), 5: (1408, 1152)}
+IDENTITY_MATRIX = (0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+
+
+class Unsure(Exception):
+    """This file needs ffprobe: something here is unusual, unsupported or malformed."""
+
+
+def probe_isobmff(path: Path) -> MediaInfo | None:
+    """MediaInfo for an MP4/MOV/3GP, equal to ffprobe's, or None if ffprobe must decide.
+
+    Synchronous and blocking (a few small reads); run it in a worker thread.
+    Errors: OSError only.
+    """
+    with path.open("rb") as file:
+        try:
+            return _probe(_Reader(file))
+        except (Unsure, ValueError, IndexError, KeyError, struct.error, ZeroDivisionError):
+            return None
+
+
+class _Reader:
+    """Reads from the file at absolute offsets, counting bytes against MAX_READ_BYTES."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.size = os.fstat(file.fileno()).st_size
+        self.budget = MAX_READ_BYTES
+
+    def read(self, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0 or offset + length > self.size or length > self.budget:
+            raise Unsure("read out of bounds")
+        self.budget -= length
+        self.file.seek(offset)
+        data = self.file.read(length)
+        if len(data) != length:
+            raise Unsure("short read")
+        return data
+
+
+def _probe(reader: _Reader) -> MediaInfo:
+    moov, media = _find_moov(reader)
+    movie = _Movie(media=media)
+    _parse_moov(moov, movie)
+    if movie.timescale <= 0 or movie.duration <= 0 or not movie.tracks:
+        raise Unsure("no movie duration or no tracks")
+    streams = tuple(_track_stream(reader, index, track) for index, track in enumerate(movie.tracks))
+    # ffprobe's format duration: mvhd duration rescaled to microseconds (rounded), printed
+    # with six decimals; the bit rate is the file size over that, truncated.
+    micros = (movie.duration * 1_000_000 + movie.timescale // 2) // movie.timescale
+    if micros <= 0:
+        raise Unsure("zero duration")
+    return MediaInfo(
+        format_name=FORMAT_NAME,
+        duration=float(f"{micros / 1e6:f}"),
+        size_bytes=reader.size,
+        bit_rate=int(reader.size * 8.0 * 1_000_000 / micros),
+        streams=streams,
+    )
+
+
+def _find_moov(reader: _Reader) -> tuple[bytes, tuple[int, int]]:
+    """The one moov box's payload, and the span of the mdat boxes' payloads.
+
+    Top-level boxes are walked by their headers only.
+    """
+    offset, moov, count = 0, None, 0
+    media_start, media_end = reader.size, 0
+    while offset < reader.size:
+        count += 1
+        if count > MAX_TOP_BOXES:
+            raise Unsure("too many top-level boxes")
+        if reader.size - offset < 8:
+            raise Unsure("trailing bytes after the last box")
+        size, kind = struct.unpack(">I4s", reader.read(offset, 8))
+        header = 8
+        if size == 1:
+            (size,) = struct.unpack(">Q", reader.read(offset + 8, 8))
+            header = 16
+        elif size == 0:
+            size = reader.size - offset
+        if size < header or offset + size > reader.size:
+            raise Unsure("box runs past the end of the file")
+        if count == 1 and kind not in (b"ftyp", b"moov"):
+            raise Unsure("not an ftyp-led file")
+        if kind == b"ftyp":
+            if count != 1:
+                raise Unsure("misplaced ftyp")
+            brand = reader.read(offset + header, 4) if size >= header + 4 else b""
+            if brand[:3] in (b"avi", b"hei", b"mif", b"msf") or brand == b"crx ":
+                raise Unsure("image or raw brand")
+        elif kind == b"moov":
+            if moov is not None:
+                raise Unsure("second moov")
+            if size - header > MAX_MOOV_BYTES:
+                raise Unsure("moov too large")
+            moov = reader.read(offset + header, size - header)
+        elif kind == b"mdat":
+            media_start, media_end = min(media_start, offset + header), offset + size
+        elif kind not in (b"free", b"skip", b"wide", b"uuid", b"udta", b"meta"):
+            # moof, mfra, sidx, styp (fragments), pnot, jP2 ... are ffprobe's business.
+            raise Unsure(f"top-level {kind!r}")
+        offset += size
+    if moov is None:
+        raise Unsure("no moov")
+    return moov, (media_start, media_end)
+
+
+@attrs.define
+class _Track:
+    handler: bytes = b""
+    timescale: int = 0
+    duration: int = 0
+    language: str | None = None
+    matrix: tuple[int, ...] = IDENTITY_MATRIX
+    entry_type: bytes = b""
+    entry: bytes = b""  # the sample entry's payload, after its 8-byte header
+    sample_counts: int = 0
+    stts_duration: int = 0
+    sample_sizes: tuple[int, int, bytes] = (0, 0, b"")  # (fixed size, count, table)
+    first_chunk_offset: int | None = None
+    edits: list[tuple[int, int]] = attrs.Factory(list)  # (segment duration, media time)
+    seen: set[bytes] = attrs.Factory(set)
+
+
+@attrs.define
+class _Movie:
+    timescale: int = 0
+    duration: int = 0
+    matrix: tuple[int, ...] = IDENTITY_MATRIX
+    tracks: list[_Track] = attrs.Factory(list)
+    boxes: int = 0
+    media: tuple[int, int] = (0, 0)  # where chunks may be: the mdat boxes' span
+
+
+def _boxes(movie: _Movie, data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, payload end) of each box in data[start:end]."""
+    pos = start
+    while end - pos >= 8:
+        movie.boxes += 1
+        if movie.boxes > MAX_BOXES:
+            raise Unsure("too many boxes")
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        header = 8
+        if size == 1:
+            if end - pos < 16:
+                raise Unsure("truncated large box")
+            (size,) = struct.unpack_from(">Q", data, pos + 8)
+            header = 16
+        elif size == 0:
+            size = end - pos
+        if size < header or pos + size > end:
+            raise Unsure("box overruns its parent")
+        yield kind, pos + header, pos + size
+        pos += size
+    if pos != end and any(data[pos:end]):
+        raise Unsure("junk at the end of a box")
+
+
+def _parse_moov(moov: bytes, movie: _Movie) -> None:
+    for kind, start, end in _boxes(movie, moov, 0, len(moov)):
+        if kind == b"mvhd":
+            if movie.timescale:
+                raise Unsure("second mvhd")
+            version = moov[start]
+            if version == 1:
+                movie.timescale, movie.duration = struct.unpack_from(">IQ", moov, start + 20)
+                matrix_at = start + 4 + 28 + 4 + 2 + 2 + 8
+            elif version == 0:
+                movie.timescale, movie.duration = struct.unpack_from(">II", moov, start + 12)
+                matrix_at = start + 4 + 16 + 4 + 2 + 2 + 8
+            else:
+                raise Unsure("mvhd version")
+            movie.matrix = struct.unpack_from(">9i", moov, matrix_at)
+            if matrix_at + 36 > end:
+                raise Unsure("short mvhd")
+        elif kind == b"trak":
+            if len(movie.tracks) >= MAX_TRACKS:
+                raise Unsure("too many tracks")
+            track = _Track()
+            _parse_container(moov, start, end, movie, track, 1)
+            if track.first_chunk_offset is None:
+                raise Unsure("track without chunks")
+            movie.tracks.append(track)
+        elif kind not in (b"udta", b"meta", b"iods", b"free", b"skip", b"uuid", b"wide"):
+            # mvex (fragments), cmov (compressed), rmra (references), pssh (DRM), ...
+            raise Unsure(f"moov has {kind!r}")
+    if movie.matrix != IDENTITY_MATRIX:
+        raise Unsure("movie matrix")
+
+
+# Containers walked inside a trak, and leaf boxes that change nothing ffprobe reports.
+TRAK_CONTAINERS = frozenset({b"mdia", b"minf", b"stbl", b"edts", b"dinf"})
+TRAK_IGNORED = frozenset(
+    {
+        b"udta", b"meta", b"free", b"skip", b"vmhd", b"smhd", b"nmhd", b"sthd", b"gmhd",
+        b"ctts", b"stss", b"stps", b"sdtp", b"sbgp", b"sgpd", b"cslg", b"tapt", b"load",
+        b"uuid", b"txas", b"hmhd", b"subs", b"saiz", b"saio",
+    }
+)  # fmt: skip
+
+
+REPEATABLE = frozenset({b"udta", b"meta", b"free", b"skip", b"uuid", b"hdlr"})
+
+
+def _parse_container(
+    data: bytes, start: int, end: int, movie: _Movie, track: _Track, depth: int
+) -> None:
+    if depth > MAX_DEPTH:
+        raise Unsure("nested too deep")
+    for kind, s, e in _boxes(movie, data, start, end):
+        if kind in track.seen and kind not in REPEATABLE:
+            # A second of anything we read (or of a container) is not worth the doubt.
+            raise Unsure(f"second {kind!r} in a track")
+        track.seen.add(kind)
+        if kind in TRAK_CONTAINERS:
+            _parse_container(data, s, e, movie, track, depth + 1)
+        elif kind == b"tkhd":
+            version = data[s]
+            matrix_at = s + (4 + 32 + 16 if version == 1 else 4 + 20 + 16)
+            if version > 1 or matrix_at + 36 > e:
+                raise Unsure("tkhd")
+            track.matrix = struct.unpack_from(">9i", data, matrix_at)
+        elif kind == b"mdhd":
+            _parse_mdhd(data, s, e, track)
+        elif kind == b"hdlr":
+            # The handler in mdia says what the track is; QuickTime also puts a data
+            # handler (dhlr/alis) in minf, which FFmpeg ignores too.
+            component, handler = struct.unpack_from(">4s4s", data, s + 4)
+            if component != b"dhlr":
+                if track.handler:
+                    raise Unsure("second media handler")
+                track.handler = handler
+        elif kind == b"dref":
+            _check_dref(data, s, e, movie)
+        elif kind == b"elst":
+            _parse_elst(data, s, e, track)
+        elif kind == b"stsd":
+            _parse_stsd(data, s, e, track)
+        elif kind == b"stts":
+            _parse_stts(data, s, e, track)
+        elif kind == b"stsz":
+            _parse_stsz(data, s, e, track)
+        elif kind == b"stsc":
+            (count,) = struct.unpack_from(">I", data, s + 4)
+            if count < 1 or s + 8 + 12 * count > e:
+                raise Unsure("stsc")
+        elif kind in (b"stco", b"co64"):
+            if b"stco" in track.seen and b"co64" in track.seen:
+                raise Unsure("stco and co64")
+            (count,) = struct.unpack_from(">I", data, s + 4)
+            width = 4 if kind == b"stco" else 8
+            if count < 1 or s + 8 + width * count > e:
+                raise Unsure("chunk offsets")
+            offsets = struct.unpack_from(f">{count}{'I' if width == 4 else 'Q'}", data, s + 8)
+            # Every chunk in the media data (a truncated or spliced file is ffprobe's).
+            if min(offsets) < movie.media[0] or max(offsets) >= movie.media[1]:
+                raise Unsure("chunk outside the media data")
+            track.first_chunk_offset = offsets[0]
+        elif kind == b"tref":
+            raise Unsure("track references (chapters, timecode, ...)")
+        elif kind not in TRAK_IGNORED:
+            raise Unsure(f"track has {kind!r}")
+
+
+def _parse_mdhd(data: bytes, s: int, e: int, track: _Track) -> None:
+    version = data[s]
+    if version == 1:
+        track.timescale, track.duration, language = struct.unpack_from(">IQH", data, s + 20)
+    elif version == 0:
+        track.timescale, track.duration, language = struct.unpack_from(">IIH", data, s + 12)
+    else:
+        raise Unsure("mdhd version")
+    if track.timescale <= 0:
+        raise Unsure("mdhd timescale")
+    # FFmpeg's ff_mov_lang_to_iso639: packed ISO 639-2 letters, or a Macintosh language
+    # code below 0x400 (0 is English; the others we leave to ffprobe); 0x7fff means none.
+    if language >= 0x400 and language != 0x7FFF:
+        track.language = "".join(chr(0x60 + (language >> shift & 0x1F)) for shift in (10, 5, 0))
+    elif language == 0:
+        track.language = "eng"
+    elif language != 0x7FFF:
+        raise Unsure("unusual language code")
+
+
+def _check_dref(data: bytes, s: int, e: int, movie: _Movie) -> None:
+    """Only self-contained data references: an external one is another file."""
+    (count,) = struct.unpack_from(">I", data, s + 4)
+    if count != 1:
+        raise Unsure("data references")
+    for kind, ds, _ in _boxes(movie, data, s + 8, e):
+        if kind not in (b"url ", b"alis") or not data[ds + 3] & 1:
+            raise Unsure("external data reference")
+
+
+def _parse_elst(data: bytes, s: int, e: int, track: _Track) -> None:
+    version = data[s]
+    (count,) = struct.unpack_from(">I", data, s + 4)
+    fmt, width = (">QqI", 20) if version == 1 else (">IiI", 12)
+    if count > 4 or s + 8 + width * count > e:
+        raise Unsure("elst")
+    for i in range(count):
+        duration, media_time, rate = struct.unpack_from(fmt, data, s + 8 + width * i)
+        if rate != 0x10000:
+            raise Unsure("edit rate")
+        track.edits.append((duration, media_time))
+
+
+def _parse_stsd(data: bytes, s: int, e: int, track: _Track) -> None:
+    (count,) = struct.unpack_from(">I", data, s + 4)
+    if count != 1:
+        raise Unsure("not one sample description")
+    pos = s + 8
+    size, kind = struct.unpack_from(">I4s", data, pos)
+    if size < 16 or pos + size > e:
+        raise Unsure("sample entry size")
+    track.entry_type = kind
+    track.entry = data[pos + 8 : pos + size]
+    if struct.unpack_from(">H", track.entry, 6)[0] != 1:
+        raise Unsure("data reference index")
+
+
+def _parse_stts(data: bytes, s: int, e: int, track: _Track) -> None:
+    (count,) = struct.unpack_from(">I", data, s + 4)
+    if count > MAX_SAMPLE_TABLE or s + 8 + 8 * count > e:
+        raise Unsure("stts")
+    table = struct.unpack_from(f">{2 * count}I", data, s + 8)
+    track.sample_counts = sum(table[0::2])
+    track.stts_duration = sum(c * d for c, d in zip(table[0::2], table[1::2], strict=True))
+
+
+def _parse_stsz(data: bytes, s: int, e: int, track: _Track) -> None:
+    fixed, count = struct.unpack_from(">II", data, s + 4)
+    if count > MAX_SAMPLE_TABLE or (not fixed and s + 12 + 4 * count > e):
+        raise Unsure("stsz")
+    table = b"" if fixed else data[s + 12 : s + 12 + 4 * count]
+    track.sample_sizes = (fixed, count, table)
+
+
+def _track_stream(reader: _Reader, index: int, track: _Track) -> Stream:
+    kind = HANDLERS.get(track.handler)
+    if kind is None:
+        raise Unsure(f"handler {track.handler!r}")
+    codec = CODECS_BY_KIND[kind].get(track.entry_type)
+    if codec is None:
+        raise Unsure(f"{kind} sample entry {track.entry_type!r}")
+    fixed, count, table = track.sample_sizes
+    if (
+        not {b"stsd", b"stts", b"stsz", b"stsc", b"mdhd", b"tkhd"} <= track.seen
+        or track.first_chunk_offset is None
+        or count == 0
+        or count != track.sample_counts
+        or track.duration <= 0
+    ):
+        raise Unsure("incomplete or empty sample table")
+    data_size = fixed * count if fixed else sum(struct.unpack(f">{count}I", table))
+    stream = Stream(
+        index=index,
+        kind=kind,
+        codec=codec,
+        language=track.language,
+        bit_rate=data_size * 8 * track.timescale // _stream_duration(track),
+    )
+    if kind == "video":
+        return _video(reader, stream, track)
+    if kind == "audio":
+        return _audio(reader, stream, track)
+    if track.matrix != IDENTITY_MATRIX:
+        raise Unsure("subtitle matrix")
+    return stream
+
+
+def _stream_duration(track: _Track) -> int:
+    """FFmpeg's st->duration when it computes the stream bit rate.
+
+    That is the shorter of mdhd's duration and the sum of the stts, before any edit list
+    trims it (checked against ffprobe on files whose one edit trims and shifts the
+    track). Empty edits and several edits are left to ffprobe.
+    """
+    if len(track.edits) > 1 or any(media_time < 0 for _, media_time in track.edits):
+        raise Unsure("edit list with several or empty entries")
+    duration = min(track.duration, track.stts_duration) if track.stts_duration else track.duration
+    if duration <= 0:
+        raise Unsure("stream duration")
+    return duration
+
+
+def _video(reader: _Reader, stream: Stream, track: _Track) -> Stream:
+    entry = track.entry
+    width, height = struct.unpack_from(">HH", entry, 24)
+    if stream.codec == "h264":
+        profile, (coded_width, coded_height) = _h264(reader, track)
+        # The H.264 decoder's "container cropping": a sample entry size that rounds up
+        # to the same macroblocks as the SPS's and is no larger wins (an odd height).
+        same_blocks = (-(-width // 16), -(-height // 16)) == (
+            -(-coded_width // 16),
+            -(-coded_height // 16),
+        )
+        if same_blocks and width <= coded_width and height <= coded_height:
+            coded_width, coded_height = width, height
+    else:
+        profile, (coded_width, coded_height) = None, _h263_size(reader, track)
+    if (coded_width, coded_height) != (width, height):
+        raise Unsure("sample entry and codec header disagree on the size")
+    rate = Fraction(track.timescale * track.sample_counts, track.stts_duration)
+    if rate <= 0 or rate.numerator > INT_MAX or rate.denominator > INT_MAX:
+        raise Unsure("frame rate")
+    return attrs.evolve(
+        stream,
+        profile=profile,
+        width=width,
+        height=height,
+        fps=round(float(rate), 3),
+        rotation=_rotation(track.matrix),
+    )
+
+
+def _rotation(matrix: tuple[int, ...]) -> int:
+    """ffprobe's side_data rotation for an exact quarter-turn matrix, else Unsure."""
+    a, b, u, c, d, v, _x, _y, w = matrix
+    if (u, v, w) != (0, 0, 0x40000000) or {a, b, c, d} - {0, 0x10000, -0x10000}:
+        raise Unsure("matrix that is not a plain rotation")
+    if matrix == IDENTITY_MATRIX:
+        return 0
+    if abs(a) == abs(b) or a != d or b != -c:
+        raise Unsure("matrix that is not a plain rotation")
+    # av_display_rotation_get, truncated to an int as ffprobe prints it.
+    return int(-math.degrees(math.atan2(b / abs(b or c or 1), a / abs(a or d or 1))))
+
+
+class _Bits:
+    """MSB-first bit reader over an RBSP (emulation prevention bytes already removed)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.value = int.from_bytes(data, "big")
+        self.left = len(data) * 8
+
+    def u(self, n: int) -> int:
+        if n > self.left:
+            raise Unsure("header ends early")
+        self.left -= n
+        return (self.value >> self.left) & ((1 << n) - 1)
+
+    def ue(self) -> int:
+        zeros = 0
+        while not self.u(1):
+            zeros += 1
+            if zeros > 31:
+                raise Unsure("exp-Golomb code too long")
+        return (1 << zeros) - 1 + self.u(zeros)
+
+    def se(self) -> int:
+        k = self.ue()
+        return (k + 1) // 2 if k & 1 else -(k // 2)
+
+
+def _unescape(nal: bytes) -> bytes:
+    return nal.replace(b"\x00\x00\x03", b"\x00\x00")
+
+
+def _h264(reader: _Reader, track: _Track) -> tuple[str, tuple[int, int]]:
+    """Profile name and cropped size from the avcC's SPS, checked against the first sample."""
+    avcc = _child(track.entry, 78, b"avcC")
+    if len(avcc) < 7 or avcc[0] != 1:
+        raise Unsure("avcC")
+    length_size = (avcc[4] & 3) + 1
+    if avcc[5] & 0x1F != 1:
+        raise Unsure("not exactly one SPS")
+    (sps_len,) = struct.unpack_from(">H", avcc, 6)
+    sps = avcc[8 : 8 + sps_len]
+    if len(sps) != sps_len or sps_len < 4 or sps[0] & 0x1F != 7:
+        raise Unsure("SPS")
+    for nal in _first_sample_nals(reader, track, length_size):
+        if nal[0] & 0x1F in (7, 15) and nal != sps:
+            raise Unsure("in-band SPS that differs from the avcC")
+    return _h264_sps(_unescape(sps[1:]))
+
+
+def _h264_sps(rbsp: bytes) -> tuple[str, tuple[int, int]]:
+    bits = _Bits(rbsp)
+    profile_idc = bits.u(8)
+    constraints = bits.u(8)
+    bits.u(8)  # level
+    bits.ue()  # seq_parameter_set_id
+    chroma_format, separate_planes = 1, 0
+    if profile_idc in H264_HIGH_PROFILES:
+        chroma_format = bits.ue()
+        if chroma_format > 3:
+            raise Unsure("chroma format")
+        if chroma_format == 3:
+            separate_planes = bits.u(1)
+        if bits.ue() > 6 or bits.ue() > 6:
+            raise Unsure("bit depth")
+        bits.u(1)  # qpprime_y_zero_transform_bypass
+        if bits.u(1):  # seq_scaling_matrix_present
+            for i in range(8 if chroma_format != 3 else 12):
+                if bits.u(1):
+                    last = nxt = 8
+                    for _ in range(16 if i < 6 else 64):
+                        if nxt:
+                            nxt = (last + bits.se()) % 256
+                        last = nxt or last
+    if bits.ue() > 12:  # log2_max_frame_num_minus4
+        raise Unsure("frame num")
+    poc_type = bits.ue()
+    if poc_type == 0:
+        bits.ue()
+    elif poc_type == 1:
+        bits.u(1)
+        bits.se()
+        bits.se()
+        cycle = bits.ue()
+        if cycle > 255:
+            raise Unsure("poc cycle")
+        for _ in range(cycle):
+            bits.se()
+    elif poc_type != 2:
+        raise Unsure("poc type")
+    bits.ue()  # max_num_ref_frames
+    bits.u(1)  # gaps_in_frame_num_value_allowed
+    width_mbs = bits.ue() + 1
+    height_units = bits.ue() + 1
+    frame_mbs_only = bits.u(1)
+    if not frame_mbs_only:
+        bits.u(1)  # mb_adaptive_frame_field
+    bits.u(1)  # direct_8x8_inference
+    width, height = 16 * width_mbs, 16 * height_units * (2 - frame_mbs_only)
+    if bits.u(1):  # frame_cropping
+        left, right, top, bottom = bits.ue(), bits.ue(), bits.ue(), bits.ue()
+        if left or top:
+            raise Unsure("left or top cropping")  # FFmpeg may realign those
+        mono_or_planes = chroma_format == 0 or separate_planes
+        unit_x = 1 if mono_or_planes or chroma_format == 3 else 2
+        unit_y = (2 - frame_mbs_only) * (1 if mono_or_planes or chroma_format != 1 else 2)
+        width -= unit_x * right
+        height -= unit_y * bottom
+        if width <= 0 or height <= 0:
+            raise Unsure("cropping")
+    name = H264_PROFILES.get(profile_idc)
+    if name is None:
+        raise Unsure("H.264 profile")
+    plain, flag, flagged = name
+    profile = flagged if flag is not None and constraints & (0x80 >> flag) else plain
+    return profile, (width, height)
+
+
+def _first_sample_nals(reader: _Reader, track: _Track, length_size: int) -> Iterator[bytes]:
+    """The NAL units at the start of the first sample (as much as SAMPLE_PEEK_BYTES holds)."""
+    data = _first_sample(reader, track)
+    pos = 0
+    while pos + length_size <= len(data):
+        size = int.from_bytes(data[pos : pos + length_size], "big")
+        pos += length_size
+        if size == 0:
+            raise Unsure("empty NAL unit")
+        nal = data[pos : pos + size]
+        if len(nal) < size:
+            if nal[0] & 0x1F in (7, 15):
+                raise Unsure("SPS beyond the bytes read")
+            return
+        yield nal
+        pos += size
+
+
+def _first_sample(reader: _Reader, track: _Track) -> bytes:
+    fixed, _, table = track.sample_sizes
+    size = fixed or struct.unpack_from(">I", table)[0]
+    if track.first_chunk_offset is None or size == 0:
+        raise Unsure("first sample")
+    return reader.read(track.first_chunk_offset, min(size, SAMPLE_PEEK_BYTES))
+
+
+def _h263_size(reader: _Reader, track: _Track) -> tuple[int, int]:
+    header = _first_sample(reader, track)[:8]
+    bits = _Bits(header)
+    if bits.u(22) != 0x20:
+        raise Unsure("H.263 start code")
+    bits.u(8)  # temporal reference
+    if bits.u(2) != 0b10:
+        raise Unsure("H.263 PTYPE")
+    bits.u(3)  # split screen, document camera, freeze release
+    size = H263_SIZES.get(bits.u(3))
+    if size is None:
+        raise Unsure("H.263 custom or extended size")
+    return size
+
+
+def _child(entry: bytes, offset: int, kind: bytes) -> bytes:
+    """The payload of the one child box `kind` of a sample entry, whose fields end at offset."""
+    found = None
+    movie = _Movie()
+    for k, s, e in _boxes(movie, entry, offset, len(entry)):
+        if k == kind:
+            if found is not None:
+                raise Unsure(f"second {kind!r}")
+            found = entry[s:e]
+    if found is None:
+        raise Unsure(f"no {kind!r}")
+    return found
+
+
+def _audio(reader: _Reader, stream: Stream, track: _Track) -> Stream:
+    if track.matrix != IDENTITY_MATRIX:
+        raise Unsure("audio matrix")
+    entry = track.entry
+    version, _, _, channels, _, _, _, rate = struct.unpack_from(">HH4sHHHHI", entry, 8)
+    if version > 1:
+        raise Unsure("QuickTime sound description version")
+    children = 28 + 16 * version  # version 1 adds four 32-bit packet fields
+    sample_rate = rate >> 16
+    codec = stream.codec
+    profile = None
+    if codec == "aac":
+        codec, profile, sample_rate, channels = _mp4a(_esds(entry, children))
+        if codec == "mp3":  # the decoder's first frame header has the last word
+            sample_rate, channels = _mp3_header(_first_sample(reader, track)[:4])
+    elif codec == "opus":
+        sample_rate, channels = 48000, _opus_channels(_child(entry, children, b"dOps"))
+    elif codec == "flac":
+        sample_rate, channels = _flac_streaminfo(_child(entry, children, b"dfLa"))
+    elif codec == "alac":
+        config = _child(entry, children, b"alac")
+        if len(config) != 28:
+            raise Unsure("ALAC config")
+        channels, sample_rate = config[13], struct.unpack_from(">I", config, 24)[0]
+    elif codec == "amr_nb":
+        sample_rate, channels = 8000, 1
+    elif codec == "amr_wb":
+        sample_rate, channels = 16000, 1
+    else:
+        raise Unsure(f"audio codec {codec} not verified against ffprobe")
+    if not (sample_rate > 0 and 0 < channels <= 8):
+        raise Unsure("sample rate or channels")
+    return attrs.evolve(
+        stream, codec=codec, profile=profile, sample_rate=sample_rate, channels=channels
+    )
+
+
+def _esds(entry: bytes, offset: int) -> bytes:
+    """The esds of an mp4a entry; QuickTime puts it inside a `wave` box."""
+    try:
+        return _child(entry, offset, b"esds")
+    except Unsure:
+        wave = _child(entry, offset, b"wave")
+    return _child(wave, 0, b"esds")
+
+
+def _mp4a(esds: bytes) -> tuple[str, str | None, int, int]:
+    """Codec, profile, sample rate and channels from an esds (MPEG-4 ES descriptor)."""
+    if esds[:4] != b"\0\0\0\0":
+        raise Unsure("esds version")
+    pos, end = _descriptor(esds, 4, 0x03)
+    flags = esds[pos + 2]
+    pos += 3
+    if flags & 0x80:
+        pos += 2
+    if flags & 0x40:
+        pos += 1 + esds[pos]
+    if flags & 0x20:
+        pos += 2
+    pos, config_end = _descriptor(esds, pos, 0x04)
+    object_type = esds[pos]
+    codec = MP4A_OBJECT_TYPES.get(object_type)
+    if codec is None:
+        raise Unsure(f"mp4a object type {object_type:#x}")
+    if codec == "mp3":
+        return codec, None, 0, 0
+    asc_pos, asc_end = _descriptor(esds, pos + 13, 0x05)
+    if config_end > end or asc_end > config_end:
+        raise Unsure("esds nesting")
+    profile, sample_rate, channels = _aac_config(esds[asc_pos:asc_end])
+    return codec, profile, sample_rate, channels
+
+
+def _descriptor(data: bytes, pos: int, tag: int) -> tuple[int, int]:
+    if data[pos] != tag:
+        raise Unsure(f"expected descriptor {tag:#x}")
+    pos += 1
+    length = 0
+    for _ in range(4):
+        byte = data[pos]
+        pos += 1
+        length = length << 7 | byte & 0x7F
+        if not byte & 0x80:
+            break
+    if pos + length > len(data):
+        raise Unsure("descriptor overruns")
+    return pos, pos + length
+
+
+def _aac_config(asc: bytes) -> tuple[str, int, int]:
+    """Plain AAC-LC only: anything that is, or may turn into, HE-AAC when decoded needs
+    ffprobe. FFmpeg's own encoder signals "no SBR" explicitly (a sync extension with
+    sbrPresentFlag 0), and then the decoder ignores any SBR data. Without that, SBR may
+    still be found in the first frame at a low sample rate (implicit HE-AAC), which
+    changes the profile and doubles the rate ffprobe reports.
+    """
+    if len(asc) not in (2, 5):
+        raise Unsure("AudioSpecificConfig length")
+    bits = _Bits(asc)
+    object_type, rate_index, channel_config, ga = bits.u(5), bits.u(4), bits.u(4), bits.u(3)
+    if object_type != 2 or ga != 0:
+        raise Unsure("not plain AAC-LC")
+    if rate_index >= len(AAC_SAMPLE_RATES):
+        raise Unsure("sample rate index")
+    sample_rate = AAC_SAMPLE_RATES[rate_index]
+    if len(asc) == 5:
+        sync, extension, sbr_present, padding = bits.u(11), bits.u(5), bits.u(1), bits.u(7)
+        if (sync, extension, sbr_present, padding) != (0x2B7, 5, 0, 0):
+            raise Unsure("AAC extension other than 'no SBR'")
+    elif sample_rate <= 24000:
+        raise Unsure("sample rate where SBR may be implicit")
+    channels = AAC_CHANNELS.get(channel_config)
+    if channels is None:
+        raise Unsure("channel configuration")
+    return "LC", sample_rate, channels
+
+
+def _mp3_header(header: bytes) -> tuple[int, int]:
+    """Sample rate and channels of an MPEG audio layer III frame header."""
+    (word,) = struct.unpack(">I", header)
+    version, layer, rate_index = word >> 19 & 3, word >> 17 & 3, word >> 10 & 3
+    if word >> 21 != 0x7FF or version == 1 or layer != 1 or rate_index == 3:
+        raise Unsure("not an MPEG audio layer III frame")
+    rate = (44100, 48000, 32000)[rate_index] >> {3: 0, 2: 1, 0: 2}[version]
+    return rate, 1 if word >> 6 & 3 == 3 else 2
+
+
+def _opus_channels(dops: bytes) -> int:
+    if len(dops) < 11 or dops[0] != 0 or dops[10] != 0:
+        raise Unsure("Opus with a channel mapping family")
+    return dops[1]
+
+
+def _flac_streaminfo(dfla: bytes) -> tuple[int, int]:
+    if len(dfla) < 4 + 4 + 34 or dfla[:4] != b"\0\0\0\0" or dfla[4] & 0x7F != 0:
+        raise Unsure("dfLa without STREAMINFO first")
+    bits = _Bits(dfla[8 + 10 : 8 + 13])
+    return bits.u(20), bits.u(3) + 1
