@@ -68,7 +68,8 @@ class Connection:
         job_id = message.job_id
         services = self.services
         try:
-            if job_id in self.jobs:
+            previous = self.jobs.get(job_id)
+            if previous is not None and previous.state is not JobState.DONE:
                 raise AdmissionError(
                     f"job {job_id!r} is already active on this connection",
                     code=ErrorCode.DUPLICATE_JOB,
@@ -147,8 +148,10 @@ class Connection:
         return total
 
     def _forget(self, job: Job) -> None:
-        del self.jobs[job.job_id]
-        self.finished.append(job.job_id)
+        # The id may already belong to a new job: a finished job's id is free at once.
+        if self.jobs.get(job.job_id) is job:
+            del self.jobs[job.job_id]
+            self.finished.append(job.job_id)
         self.services.pool.discharge()
         self.services.reserved_bytes -= job.reserved_bytes
 

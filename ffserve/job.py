@@ -104,6 +104,11 @@ class Job:
     def advance(self, state: JobState) -> None:
         self.state = check_transition(self.state, state)
 
+    def finish(self) -> None:
+        """Mark the job ended, just before its last message is queued: a client that
+        reads that message may reuse the job id at once, before this task has unwound."""
+        self.state = JobState.DONE
+
     async def accept_upload(self, frame: BinaryFrame) -> None:
         """Route a binary frame to this job. Waits only while chunks are in flight.
 
@@ -152,12 +157,14 @@ async def run_job(job: Job, services: Services, outbox: Outbox) -> None:
                 metrics.count("jobs_completed")
             except FFserveError as exc:
                 metrics.count("jobs_failed")
+                job.finish()
                 await outbox.send(Error(exc.code, exc.message, job.job_id, exc.details))
             except Exception:
                 # Disk full, a bug: the server's fault, so it costs this job, never the
                 # connection. Not awaited: the outbox may be why we are here.
                 log.exception("job %r of %s failed unexpectedly", job.job_id, job.operation)
                 metrics.count("jobs_failed")
+                job.finish()
                 outbox.offer(
                     Error(
                         ErrorCode.INTERNAL_ERROR,
@@ -167,6 +174,7 @@ async def run_job(job: Job, services: Services, outbox: Outbox) -> None:
                 )
         if job.scope.cancelled_caught and job.cancel_requested:
             metrics.count("jobs_cancelled")
+            job.finish()
             await outbox.send(Error(ErrorCode.JOB_CANCELLED, "job cancelled", job.job_id))
     finally:
         job.close_uploads()  # wakes a reader blocked handing this job a chunk
@@ -187,12 +195,12 @@ async def _work(job: Job, services: Services, outbox: Outbox) -> None:
         if job.operation in METADATA_ONLY:
             job.advance(JobState.QUEUED)
             job.advance(JobState.DELIVERING)
+            job.finish()
             await outbox.send(
                 Completed(
                     job.job_id, full_metadata(sources[0].info), "none", f"{job.operation} completed"
                 )
             )
-            job.advance(JobState.DONE)
             return
         plan = build_plan(job.operation, job.options, sources, workdir)
         job.advance(JobState.QUEUED)
@@ -202,7 +210,6 @@ async def _work(job: Job, services: Services, outbox: Outbox) -> None:
             await _run(job, services, outbox, plan, workdir)
         job.advance(JobState.DELIVERING)
         await _deliver(job, services, outbox, plan)
-        job.advance(JobState.DONE)
 
 
 async def _receive_input(
@@ -416,6 +423,7 @@ async def _deliver(job: Job, services: Services, outbox: Outbox, plan: Plan) -> 
             CONTENT_TYPES.get(plan.outputs[0].container, "application/octet-stream"),
             allow_private=config.security.allow_private_urls,
         )
+        job.finish()
         await outbox.send(Completed(job.job_id, metadata[0], "url", message))
         return
     await outbox.send(
@@ -429,16 +437,25 @@ async def _deliver(job: Job, services: Services, outbox: Outbox, plan: Plan) -> 
     for index, output in enumerate(plan.outputs):
         # Several outputs: each frame says which it is, so a client knows the last one.
         extra = {"index": index, "count": len(plan.outputs)} if several else {}
+        last = index == len(plan.outputs) - 1
         if mode == "chunked":
-            await _send_chunks(outbox, job.job_id, output.path, output.filename, chunk, extra)
+            await _send_chunks(outbox, job, output.path, output.filename, chunk, extra, last)
         else:
             async with await trio.open_file(output.path, "rb") as f:
                 data = await f.read()
+            if last:
+                job.finish()
             await outbox.send_binary(encode_header(job.job_id, output.filename, **extra) + data)
 
 
 async def _send_chunks(
-    outbox: Outbox, job_id: str, path: Path, filename: str, chunk: int, extra: dict[str, Any]
+    outbox: Outbox,
+    job: Job,
+    path: Path,
+    filename: str,
+    chunk: int,
+    extra: dict[str, Any],
+    last_output: bool,
 ) -> None:
     """Chunked delivery: frames with offsets, the last one marked final. The bounded
     outbox makes a slow reader slow down only this loop."""
@@ -448,7 +465,9 @@ async def _send_chunks(
         while True:
             data = await f.read(chunk)
             final = offset + len(data) >= size
-            header = encode_header(job_id, filename, offset=offset, final=final, **extra)
+            header = encode_header(job.job_id, filename, offset=offset, final=final, **extra)
+            if final and last_output:
+                job.finish()
             await outbox.send_binary(header + data)
             offset += len(data)
             if final:
