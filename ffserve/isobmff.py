@@ -11,7 +11,9 @@ where FFmpeg's answer depends on decoding (HE-AAC found in the bitstream, an SPS
 in-band that differs from the one in the sample entry), is None rather than a guess.
 Video dimensions are taken from the codec's own header (the H.264 SPS, the H.263
 picture header), as the decoder reports them, never from the sample entry alone, so a
-file cannot slip past the size limits by understating them in the container.
+file cannot slip past the size limits by understating them in the container. This module
+finds those headers and configuration records in the boxes; `ffserve.codecconfig` reads
+them, and its `Unsure` is the one this module raises too.
 
 Work is bounded: at most `MAX_TOP_BOXES` top-level boxes, a `moov` of at most
 `MAX_MOOV_BYTES`, `MAX_BOXES` boxes and `MAX_DEPTH` levels inside it, a few bytes of
@@ -32,6 +34,18 @@ from typing import BinaryIO
 
 import attrs
 
+from ffserve.codecconfig import (
+    Unsure,
+    alac_config,
+    avcc_sps,
+    flac_streaminfo,
+    h263_picture_size,
+    h264_sps,
+    mp3_header,
+    mp4a_esds,
+    opus_channels,
+    unescape,
+)
 from ffserve.media import MediaInfo, Stream
 
 FORMAT_NAME = "mov,mp4,m4a,3gp,3g2,mj2"
@@ -60,28 +74,7 @@ SUBTITLE_CODECS = {b"tx3g": "mov_text"}
 HANDLERS = {b"vide": "video", b"soun": "audio", b"sbtl": "subtitle", b"text": "subtitle"}
 CODECS_BY_KIND = {"video": VIDEO_CODECS, "audio": AUDIO_CODECS, "subtitle": SUBTITLE_CODECS}
 
-# esds objectTypeIndication -> codec for an mp4a entry.
-MP4A_OBJECT_TYPES = {0x40: "aac", 0x66: "aac", 0x67: "aac", 0x68: "aac", 0x69: "mp3", 0x6B: "mp3"}
-AAC_SAMPLE_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000)
-AAC_CHANNELS = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 7: 8}
-
-# (profile_idc, constraint flag that FFmpeg folds in) -> FFmpeg's profile name.
-H264_PROFILES = {
-    66: ("Baseline", 1, "Constrained Baseline"),
-    77: ("Main", None, ""),
-    88: ("Extended", None, ""),
-    100: ("High", None, ""),
-    110: ("High 10", 3, "High 10 Intra"),
-    122: ("High 4:2:2", 3, "High 4:2:2 Intra"),
-    244: ("High 4:4:4 Predictive", 3, "High 4:4:4 Intra"),
-}
-H264_HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
-H263_SIZES = {1: (128, 96), 2: (176, 144), 3: (352, 288), 4: (704, 576), 5: (1408, 1152)}
 IDENTITY_MATRIX = (0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
-
-
-class Unsure(Exception):
-    """This file needs ffprobe: something here is unusual, unsupported or malformed."""
 
 
 def probe_isobmff(path: Path) -> MediaInfo | None:
@@ -477,7 +470,7 @@ def _video(reader: _Reader, stream: Stream, track: _Track) -> Stream:
         if same_blocks and width <= coded_width and height <= coded_height:
             coded_width, coded_height = width, height
     else:
-        profile, (coded_width, coded_height) = None, _h263_size(reader, track)
+        profile, (coded_width, coded_height) = None, h263_picture_size(_first_sample(reader, track))
     if (coded_width, coded_height) != (width, height):
         raise Unsure("sample entry and codec header disagree on the size")
     rate = Fraction(track.timescale * track.sample_counts, track.stts_duration)
@@ -506,120 +499,13 @@ def _rotation(matrix: tuple[int, ...]) -> int:
     return int(-math.degrees(math.atan2(b / abs(b or c or 1), a / abs(a or d or 1))))
 
 
-class _Bits:
-    """MSB-first bit reader over an RBSP (emulation prevention bytes already removed)."""
-
-    def __init__(self, data: bytes) -> None:
-        self.value = int.from_bytes(data, "big")
-        self.left = len(data) * 8
-
-    def u(self, n: int) -> int:
-        if n > self.left:
-            raise Unsure("header ends early")
-        self.left -= n
-        return (self.value >> self.left) & ((1 << n) - 1)
-
-    def ue(self) -> int:
-        zeros = 0
-        while not self.u(1):
-            zeros += 1
-            if zeros > 31:
-                raise Unsure("exp-Golomb code too long")
-        return (1 << zeros) - 1 + self.u(zeros)
-
-    def se(self) -> int:
-        k = self.ue()
-        return (k + 1) // 2 if k & 1 else -(k // 2)
-
-
-def _unescape(nal: bytes) -> bytes:
-    return nal.replace(b"\x00\x00\x03", b"\x00\x00")
-
-
 def _h264(reader: _Reader, track: _Track) -> tuple[str, tuple[int, int]]:
     """Profile name and cropped size from the avcC's SPS, checked against the first sample."""
-    avcc = _child(track.entry, 78, b"avcC")
-    if len(avcc) < 7 or avcc[0] != 1:
-        raise Unsure("avcC")
-    length_size = (avcc[4] & 3) + 1
-    if avcc[5] & 0x1F != 1:
-        raise Unsure("not exactly one SPS")
-    (sps_len,) = struct.unpack_from(">H", avcc, 6)
-    sps = avcc[8 : 8 + sps_len]
-    if len(sps) != sps_len or sps_len < 4 or sps[0] & 0x1F != 7:
-        raise Unsure("SPS")
+    length_size, sps = avcc_sps(_child(track.entry, 78, b"avcC"))
     for nal in _first_sample_nals(reader, track, length_size):
         if nal[0] & 0x1F in (7, 15) and nal != sps:
             raise Unsure("in-band SPS that differs from the avcC")
-    return _h264_sps(_unescape(sps[1:]))
-
-
-def _h264_sps(rbsp: bytes) -> tuple[str, tuple[int, int]]:
-    bits = _Bits(rbsp)
-    profile_idc = bits.u(8)
-    constraints = bits.u(8)
-    bits.u(8)  # level
-    bits.ue()  # seq_parameter_set_id
-    chroma_format, separate_planes = 1, 0
-    if profile_idc in H264_HIGH_PROFILES:
-        chroma_format = bits.ue()
-        if chroma_format > 3:
-            raise Unsure("chroma format")
-        if chroma_format == 3:
-            separate_planes = bits.u(1)
-        if bits.ue() > 6 or bits.ue() > 6:
-            raise Unsure("bit depth")
-        bits.u(1)  # qpprime_y_zero_transform_bypass
-        if bits.u(1):  # seq_scaling_matrix_present
-            for i in range(8 if chroma_format != 3 else 12):
-                if bits.u(1):
-                    last = nxt = 8
-                    for _ in range(16 if i < 6 else 64):
-                        if nxt:
-                            nxt = (last + bits.se()) % 256
-                        last = nxt or last
-    if bits.ue() > 12:  # log2_max_frame_num_minus4
-        raise Unsure("frame num")
-    poc_type = bits.ue()
-    if poc_type == 0:
-        bits.ue()
-    elif poc_type == 1:
-        bits.u(1)
-        bits.se()
-        bits.se()
-        cycle = bits.ue()
-        if cycle > 255:
-            raise Unsure("poc cycle")
-        for _ in range(cycle):
-            bits.se()
-    elif poc_type != 2:
-        raise Unsure("poc type")
-    bits.ue()  # max_num_ref_frames
-    bits.u(1)  # gaps_in_frame_num_value_allowed
-    width_mbs = bits.ue() + 1
-    height_units = bits.ue() + 1
-    frame_mbs_only = bits.u(1)
-    if not frame_mbs_only:
-        bits.u(1)  # mb_adaptive_frame_field
-    bits.u(1)  # direct_8x8_inference
-    width, height = 16 * width_mbs, 16 * height_units * (2 - frame_mbs_only)
-    if bits.u(1):  # frame_cropping
-        left, right, top, bottom = bits.ue(), bits.ue(), bits.ue(), bits.ue()
-        if left or top:
-            raise Unsure("left or top cropping")  # FFmpeg may realign those
-        mono_or_planes = chroma_format == 0 or separate_planes
-        unit_x = 1 if mono_or_planes or chroma_format == 3 else 2
-        unit_y = (2 - frame_mbs_only) * (1 if mono_or_planes or chroma_format != 1 else 2)
-        width -= unit_x * right
-        height -= unit_y * bottom
-        if width <= 0 or height <= 0:
-            raise Unsure("cropping")
-    name = H264_PROFILES.get(profile_idc)
-    if name is None:
-        raise Unsure("H.264 profile")
-    plain, flag, flagged = name
-    profile = flagged if flag is not None and constraints & (0x80 >> flag) else plain
-    return profile, (width, height)
+    return h264_sps(unescape(sps[1:]))
 
 
 def _first_sample_nals(reader: _Reader, track: _Track, length_size: int) -> Iterator[bytes]:
@@ -648,21 +534,6 @@ def _first_sample(reader: _Reader, track: _Track) -> bytes:
     return reader.read(track.first_chunk_offset, min(size, SAMPLE_PEEK_BYTES))
 
 
-def _h263_size(reader: _Reader, track: _Track) -> tuple[int, int]:
-    header = _first_sample(reader, track)[:8]
-    bits = _Bits(header)
-    if bits.u(22) != 0x20:
-        raise Unsure("H.263 start code")
-    bits.u(8)  # temporal reference
-    if bits.u(2) != 0b10:
-        raise Unsure("H.263 PTYPE")
-    bits.u(3)  # split screen, document camera, freeze release
-    size = H263_SIZES.get(bits.u(3))
-    if size is None:
-        raise Unsure("H.263 custom or extended size")
-    return size
-
-
 def _child(entry: bytes, offset: int, kind: bytes) -> bytes:
     """The payload of the one child box `kind` of a sample entry, whose fields end at offset."""
     found = None
@@ -689,18 +560,15 @@ def _audio(reader: _Reader, stream: Stream, track: _Track) -> Stream:
     codec = stream.codec
     profile = None
     if codec == "aac":
-        codec, profile, sample_rate, channels = _mp4a(_esds(entry, children))
+        codec, profile, sample_rate, channels = mp4a_esds(_esds(entry, children))
         if codec == "mp3":  # the decoder's first frame header has the last word
-            sample_rate, channels = _mp3_header(_first_sample(reader, track)[:4])
+            sample_rate, channels = mp3_header(_first_sample(reader, track))
     elif codec == "opus":
-        sample_rate, channels = 48000, _opus_channels(_child(entry, children, b"dOps"))
+        sample_rate, channels = 48000, opus_channels(_child(entry, children, b"dOps"))
     elif codec == "flac":
-        sample_rate, channels = _flac_streaminfo(_child(entry, children, b"dfLa"))
+        sample_rate, channels = flac_streaminfo(_child(entry, children, b"dfLa"))
     elif codec == "alac":
-        config = _child(entry, children, b"alac")
-        if len(config) != 28:
-            raise Unsure("ALAC config")
-        channels, sample_rate = config[13], struct.unpack_from(">I", config, 24)[0]
+        sample_rate, channels = alac_config(_child(entry, children, b"alac"))
     elif codec == "amr_nb":
         sample_rate, channels = 8000, 1
     elif codec == "amr_wb":
@@ -721,97 +589,3 @@ def _esds(entry: bytes, offset: int) -> bytes:
     except Unsure:
         wave = _child(entry, offset, b"wave")
     return _child(wave, 0, b"esds")
-
-
-def _mp4a(esds: bytes) -> tuple[str, str | None, int, int]:
-    """Codec, profile, sample rate and channels from an esds (MPEG-4 ES descriptor)."""
-    if esds[:4] != b"\0\0\0\0":
-        raise Unsure("esds version")
-    pos, end = _descriptor(esds, 4, 0x03)
-    flags = esds[pos + 2]
-    pos += 3
-    if flags & 0x80:
-        pos += 2
-    if flags & 0x40:
-        pos += 1 + esds[pos]
-    if flags & 0x20:
-        pos += 2
-    pos, config_end = _descriptor(esds, pos, 0x04)
-    object_type = esds[pos]
-    codec = MP4A_OBJECT_TYPES.get(object_type)
-    if codec is None:
-        raise Unsure(f"mp4a object type {object_type:#x}")
-    if codec == "mp3":
-        return codec, None, 0, 0
-    asc_pos, asc_end = _descriptor(esds, pos + 13, 0x05)
-    if config_end > end or asc_end > config_end:
-        raise Unsure("esds nesting")
-    profile, sample_rate, channels = _aac_config(esds[asc_pos:asc_end])
-    return codec, profile, sample_rate, channels
-
-
-def _descriptor(data: bytes, pos: int, tag: int) -> tuple[int, int]:
-    if data[pos] != tag:
-        raise Unsure(f"expected descriptor {tag:#x}")
-    pos += 1
-    length = 0
-    for _ in range(4):
-        byte = data[pos]
-        pos += 1
-        length = length << 7 | byte & 0x7F
-        if not byte & 0x80:
-            break
-    if pos + length > len(data):
-        raise Unsure("descriptor overruns")
-    return pos, pos + length
-
-
-def _aac_config(asc: bytes) -> tuple[str, int, int]:
-    """Plain AAC-LC only: anything that is, or may turn into, HE-AAC when decoded needs
-    ffprobe. FFmpeg's own encoder signals "no SBR" explicitly (a sync extension with
-    sbrPresentFlag 0), and then the decoder ignores any SBR data. Without that, SBR may
-    still be found in the first frame at a low sample rate (implicit HE-AAC), which
-    changes the profile and doubles the rate ffprobe reports.
-    """
-    if len(asc) not in (2, 5):
-        raise Unsure("AudioSpecificConfig length")
-    bits = _Bits(asc)
-    object_type, rate_index, channel_config, ga = bits.u(5), bits.u(4), bits.u(4), bits.u(3)
-    if object_type != 2 or ga != 0:
-        raise Unsure("not plain AAC-LC")
-    if rate_index >= len(AAC_SAMPLE_RATES):
-        raise Unsure("sample rate index")
-    sample_rate = AAC_SAMPLE_RATES[rate_index]
-    if len(asc) == 5:
-        sync, extension, sbr_present, padding = bits.u(11), bits.u(5), bits.u(1), bits.u(7)
-        if (sync, extension, sbr_present, padding) != (0x2B7, 5, 0, 0):
-            raise Unsure("AAC extension other than 'no SBR'")
-    elif sample_rate <= 24000:
-        raise Unsure("sample rate where SBR may be implicit")
-    channels = AAC_CHANNELS.get(channel_config)
-    if channels is None:
-        raise Unsure("channel configuration")
-    return "LC", sample_rate, channels
-
-
-def _mp3_header(header: bytes) -> tuple[int, int]:
-    """Sample rate and channels of an MPEG audio layer III frame header."""
-    (word,) = struct.unpack(">I", header)
-    version, layer, rate_index = word >> 19 & 3, word >> 17 & 3, word >> 10 & 3
-    if word >> 21 != 0x7FF or version == 1 or layer != 1 or rate_index == 3:
-        raise Unsure("not an MPEG audio layer III frame")
-    rate = (44100, 48000, 32000)[rate_index] >> {3: 0, 2: 1, 0: 2}[version]
-    return rate, 1 if word >> 6 & 3 == 3 else 2
-
-
-def _opus_channels(dops: bytes) -> int:
-    if len(dops) < 11 or dops[0] != 0 or dops[10] != 0:
-        raise Unsure("Opus with a channel mapping family")
-    return dops[1]
-
-
-def _flac_streaminfo(dfla: bytes) -> tuple[int, int]:
-    if len(dfla) < 4 + 4 + 34 or dfla[:4] != b"\0\0\0\0" or dfla[4] & 0x7F != 0:
-        raise Unsure("dfLa without STREAMINFO first")
-    bits = _Bits(dfla[8 + 10 : 8 + 13])
-    return bits.u(20), bits.u(3) + 1
