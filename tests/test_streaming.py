@@ -160,7 +160,7 @@ async def server_process(tmp_path: Path, **env: str) -> AsyncIterator[ServerProc
         )
     try:
         with trio.fail_after(30):
-            while not (found := re.search(r"listening on (ws://\S+)", log.read_text())):
+            while not (found := re.search(r"listening on (ws://\S+/) \(", log.read_text())):
                 assert process.poll() is None, log.read_text()
                 await trio.sleep(0.05)
         yield ServerProcess(process, found.group(1))
