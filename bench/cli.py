@@ -59,6 +59,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--long-seconds", type=float, default=10.0, help="length of the long clip (default 10)"
     )
     what.add_argument("--upload-mb", type=float, help="size of the large upload in MiB")
+    what.add_argument(
+        "--big-mb",
+        type=float,
+        help="size of the big_file scenario's chunked upload in MiB (default 500, quick 64)",
+    )
+    what.add_argument(
+        "--chunk-window",
+        type=int,
+        help="unacknowledged 1 MiB chunks the big_file client keeps in flight (default 4)",
+    )
     what.add_argument("--connections", type=int, help="idle connections to open")
     what.add_argument("--fairness-jobs", type=int, help="jobs queued by the crowded connection")
     what.add_argument("--timeout", type=float, help="seconds each scenario may take at most")
@@ -81,6 +91,8 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
         ("concurrency", args.concurrency),
         ("long_n", args.long_jobs),
         ("upload_mb", args.upload_mb),
+        ("big_file_mb", args.big_mb),
+        ("chunk_window", args.chunk_window),
         ("connections", args.connections),
         ("fairness_jobs", args.fairness_jobs),
         ("scenario_timeout_s", args.timeout),

@@ -77,6 +77,55 @@ def wav(path: Path, mib: float, *, ffmpeg: str = "ffmpeg") -> Path:
     return path
 
 
+def high_bitrate_video(path: Path, mib: float, *, ffmpeg: str = "ffmpeg") -> Path:
+    """A Matroska file of about `mib` MiB that FFmpeg stream-copies into MKV: intra-only
+    MPEG-2 at the highest quality, of a noisy 1280x720 test pattern (about 19 MB a second).
+
+    One second is encoded, then looped by stream copy up to the size (`-fs`), so a 500 MiB
+    file takes a few seconds to make, not minutes of encoding.
+    """
+    segment = path.with_name(path.stem + ".segment.mkv")
+    common = [ffmpeg, "-v", "error", "-y"]
+    try:
+        subprocess.run(
+            [
+                *common,
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=1280x720:rate=25:duration=1,noise=alls=60:allf=t+u",
+                "-c:v",
+                "mpeg2video",
+                "-q:v",
+                "1",
+                "-g",
+                "1",
+                str(segment),
+            ],
+            check=True,
+            timeout=120,
+        )
+        subprocess.run(
+            [
+                *common,
+                "-stream_loop",
+                "-1",
+                "-i",
+                str(segment),
+                "-c",
+                "copy",
+                "-fs",
+                str(int(mib * 1024 * 1024)),
+                str(path),
+            ],
+            check=True,
+            timeout=300,
+        )
+    finally:
+        segment.unlink(missing_ok=True)
+    return path
+
+
 def generate(
     directory: Path, *, long_seconds: float = 10.0, upload_mb: float = 200.0, ffmpeg: str = "ffmpeg"
 ) -> Media:

@@ -4,24 +4,27 @@ judging the figures is the bench's job, not the tests'."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 
 from bench.baseline import PlainFFmpeg
+from bench.chunked import ChunkedJob, Outcome, chunk_header, split_frame
 from bench.cli import main
-from bench.media import clip
+from bench.media import Media, clip
 from bench.pinger import Phase, PingLog
 from bench.plot import cdf_svg, render
 from bench.procstat import ProcessWatch, parse_stat, parse_status
 from bench.report import NOT_RUN, SCHEMA, Goal, Report, ScenarioResult
-from bench.scenarios import SCENARIOS
-from bench.server import is_loopback
+from bench.scenarios import SCENARIOS, Bench, Sizes, big_file
+from bench.server import Target, is_loopback
 from bench.stats import Summary, percentile, rate, ratio
 
 REPO = Path(__file__).resolve().parents[1]
@@ -169,6 +172,92 @@ def test_only_loopback_targets_by_default() -> None:
     assert main(["--url", "ws://192.0.2.1:8080/", "--json", "/dev/null"]) == 2
 
 
+# --- the big-file client ----------------------------------------------------------------
+
+
+def test_chunk_frames_round_trip() -> None:
+    frame = chunk_header("j", "in.mkv", 1048576) + b"payload"
+    header, payload = split_frame(frame)
+    assert header == {"job_id": "j", "filename": "in.mkv", "offset": 1048576}
+    assert bytes(payload) == b"payload"
+    for bad in (b"\0\0", b"\0\0\0\x09{}", b"\0\0\0\x02[]"):
+        with pytest.raises(ValueError):
+            split_frame(bad)
+
+
+def _delivery(job_id: str, offset: int, data: bytes, *, final: bool) -> bytes:
+    header = json.dumps({"job_id": job_id, "filename": "o.mkv", "offset": offset, "final": final})
+    return len(header).to_bytes(4, "big") + header.encode() + data
+
+
+def test_chunked_job_paces_uploads_and_checks_the_delivery(tmp_path: Path) -> None:
+    source = tmp_path / "in.mkv"
+    source.write_bytes(b"x" * 10)
+    job = ChunkedJob("j", source, tmp_path / "out.mkv", chunk_bytes=4, window=2)
+    sent: list[bytes] = []
+
+    def send(frame: bytes) -> None:
+        sent.append(frame)
+        header, payload = split_frame(frame)
+        # Acknowledge each chunk as the server would once it is on disk.
+        end = header["offset"] + len(payload)
+        total = job.size
+        ack = {"type": "upload_progress", "job_id": "j", "received_bytes": end}
+        assert not job.feed(json.dumps({**ack, "file": 0, "total_bytes": total}))
+
+    job.upload(send)
+    assert [split_frame(f)[0]["offset"] for f in sent] == [0, 4, 8]
+    out = job.outcome
+    assert out.sent_bytes == out.acked_bytes == 10 and out.upload_done is not None
+    assert out.max_unacked_chunks == 1 and out.progress_messages == 3
+    for message in (
+        {"type": "progress", "job_id": "j", "percentage": 0, "stage": "queued"},
+        {"type": "progress", "job_id": "j", "percentage": 100, "stage": "processing"},
+        {"type": "progress", "job_id": "other", "percentage": 5, "stage": "processing"},
+    ):
+        assert not job.feed(json.dumps(message))
+    digest = hashlib.sha256(b"abcdef").hexdigest()
+    completed = {
+        "type": "completed",
+        "job_id": "j",
+        "delivery_method": "chunked",
+        "output_metadata": {"sha256": digest, "size_bytes": 6},
+    }
+    assert not job.feed(json.dumps(completed))
+    assert not job.feed(_delivery("j", 0, b"abc", final=False))
+    assert job.feed(_delivery("j", 3, b"def", final=True))
+    assert (tmp_path / "out.mkv").read_bytes() == b"abcdef"
+    assert out.ok and out.checksum_ok is True and out.delivery_chunks == 2
+    assert out.queued and out.running and out.processed and out.latency is None  # not submitted
+    assert Outcome.from_json(json.loads(json.dumps(attrs.asdict(out)))) == out
+
+
+def test_chunked_job_refuses_a_gap_in_the_delivery(tmp_path: Path) -> None:
+    source = tmp_path / "in.mkv"
+    source.write_bytes(b"x")
+    job = ChunkedJob("j", source, tmp_path / "out.mkv")
+    completed = {"type": "completed", "job_id": "j", "delivery_method": "chunked"}
+    job.feed(json.dumps({**completed, "output_metadata": {"sha256": "0" * 64}}))
+    assert job.feed(_delivery("j", 5, b"abc", final=True))
+    assert job.outcome.error is not None and "expected 0" in job.outcome.error
+    job.close()
+    error = ChunkedJob("k", source, tmp_path / "out2.mkv")
+    assert error.feed(json.dumps({"type": "error", "job_id": "k", "code": "TOO_LARGE"}))
+    assert error.outcome.error is not None and error.outcome.error.startswith("TOO_LARGE")
+
+
+async def test_big_file_is_not_run_without_chunked_transfer(tmp_path: Path) -> None:
+    v1 = Target("ws://127.0.0.1:1/", None, {"features": ["probe"]}, 2, None, spawned=False)
+    media = Media(tmp_path / "s.mp4", tmp_path / "l.mp4", tmp_path / "b.wav")
+    result = ScenarioResult("big_file", "big file")
+    await big_file(Bench(v1, media, Sizes.quick(), tmp_path / "plain"), result)
+    assert result.status == NOT_RUN and result.reason is not None
+    assert "chunked transfer not available" in result.reason
+    assert result.params["file_mib"] == 64
+    assert [g.value for g in result.goals] == [None, None, None]
+    assert not await trio.Path(tmp_path / "big_file").exists()  # nothing generated
+
+
 # --- plain FFmpeg ---------------------------------------------------------------------
 
 
@@ -197,7 +286,8 @@ def test_quick_bench_produces_a_complete_report(tmp_path: Path) -> None:
     args = [
         sys.executable, "-m", "bench", "--quick", "-n", "3", "--concurrency", "3",
         "--long-jobs", "1", "--long-seconds", "1", "--upload-mb", "2", "--connections", "20",
-        "--fairness-jobs", "4", "--timeout", "60", "--json", str(out), "--plot", str(page),
+        "--fairness-jobs", "4", "--big-mb", "4", "--timeout", "60", "--json", str(out),
+        "--plot", str(page),
     ]  # fmt: skip
     done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=150)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -206,14 +296,14 @@ def test_quick_bench_produces_a_complete_report(tmp_path: Path) -> None:
     assert data["target"]["started_by_bench"] is True and data["target"]["workers"] >= 1
     scenarios = {s["name"]: s for s in data["scenarios"]}
     assert list(scenarios) == list(SCENARIOS)
+    # Series that may be empty with tiny sizes: a 4 MiB upload can fall between two pings.
+    may_be_empty = {"side ping (upload)", "side ping (delivery)", "side ping (processing)"}
     for name, scenario in scenarios.items():
-        if name == "big_file":
-            assert scenario["status"] == "not_run"
-            assert "chunked transfer not available" in scenario["reason"]
-            continue
         assert scenario["status"] == "ok", (name, scenario["reason"])
         assert scenario["series"], name
         for series_name, series in scenario["series"].items():
+            if name == "big_file" and series_name in may_be_empty:
+                continue
             assert series["summary"] is not None, (name, series_name)
         assert {"cpu_s", "peak_rss_mib"} <= set(scenario["server"]), name
         assert scenario["goals"], name
@@ -227,6 +317,25 @@ def test_quick_bench_produces_a_complete_report(tmp_path: Path) -> None:
     assert scenarios["connections"]["metrics"]["opened"] == 20
     assert scenarios["fairness"]["metrics"]["single_error"] is None
     assert scenarios["large_upload"]["metrics"]["job_error"] is None
+    big = scenarios["big_file"]
+    size = big["params"]["file_bytes"]
+    assert big["params"]["file_mib"] == 4 and size > 1024 * 1024  # "about": -fs overshoots
+    metrics = big["metrics"]
+    assert metrics["job_error"] is None and metrics["sha256_verified"] is True
+    assert metrics["uploaded_bytes"] == size == metrics["delivered_bytes"]
+    assert metrics["output_size_bytes"] == size  # a stream copy: as big as its input
+    assert metrics["upload_progress_messages"] >= 1 and metrics["delivery_chunks"] >= 1
+    assert 1 <= metrics["max_unacked_chunks"] <= big["params"]["window_chunks"]
+    for key in ("upload_mb_per_s", "delivery_mb_per_s", "job_total_s", "plain_ffmpeg_s"):
+        assert isinstance(metrics[key], float) and metrics[key] > 0, key
+    assert big["series"]["plain ffmpeg (local files)"]["summary"]["n"] == 2
+    assert big["latency_ratios"]["p50"] is not None
+    assert big["series"]["side ping (whole job)"]["samples"]
+    assert big["server"]["peak_rss_source"] in ("VmHWM", "sampled VmRSS")
+    goals = {g["name"]: g for g in big["goals"]}
+    assert goals["chunked upload MB/s (issue 4)"]["value"] == metrics["upload_mb_per_s"]
+    assert goals["server peak RSS, big file (issue 4: at 300 MB)"]["value"] is not None
+    assert "side ping p99, big chunked upload" in goals
     text = done.stdout
     assert "== targets (issue 5, part 4) ==" in text
     assert all(f"[{name}]" in text for name in SCENARIOS)
