@@ -202,7 +202,7 @@ async def serve_connection(request: WebSocketRequest, services: Services) -> Non
     try:
         async with trio.open_nursery() as nursery:
             connection = Connection(services, outbox, nursery)
-            nursery.start_soon(_write, ws, outgoing, nursery.cancel_scope)
+            nursery.start_soon(_write, ws, outbox, outgoing, nursery.cancel_scope)
             nursery.start_soon(_close_when_stopping, services, outbox)
             await _read(ws, connection)
             nursery.cancel_scope.cancel()
@@ -246,6 +246,7 @@ async def _close_when_stopping(services: Services, outbox: Outbox) -> None:
 
 async def _write(
     ws: WebSocketConnection,
+    outbox: Outbox,
     outgoing: trio.MemoryReceiveChannel[Outgoing],
     connection_scope: trio.CancelScope,
 ) -> None:
@@ -256,6 +257,7 @@ async def _write(
                     await ws.aclose(1001, "server shutting down")
                 else:
                     await ws.send_message(frame)
+                    outbox.sent(frame)
                     continue
             except ConnectionClosed:
                 pass

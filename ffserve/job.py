@@ -416,24 +416,31 @@ async def _deliver(job: Job, services: Services, outbox: Outbox, plan: Plan) -> 
                 code=ErrorCode.VALIDATION_ERROR,
                 details={"field": "$.output"},
             )
-        metadata[0]["url"] = await put_file(
-            services.http,
-            job.output.url,
-            plan.outputs[0].path,
-            CONTENT_TYPES.get(plan.outputs[0].container, "application/octet-stream"),
-            allow_private=config.security.allow_private_urls,
-        )
+        # The client's timeouts bound each read and write; this bounds a target that
+        # takes the body at a trickle.
+        with trio.move_on_after(config.jobs.timeout_s) as uploading:
+            metadata[0]["url"] = await put_file(
+                services.http,
+                job.output.url,
+                plan.outputs[0].path,
+                CONTENT_TYPES.get(plan.outputs[0].container, "application/octet-stream"),
+                allow_private=config.security.allow_private_urls,
+            )
+        if uploading.cancelled_caught:
+            raise JobError(
+                f"uploading to the output URL took longer than {config.jobs.timeout_s:g} s",
+                code=ErrorCode.URL_UPLOAD_FAILED,
+            )
         job.finish()
         await outbox.send(Completed(job.job_id, metadata[0], "url", message))
         return
     await outbox.send(
         Completed(job.job_id, metadata[0], mode, message, outputs=metadata if several else None)
     )
-    chunk = (
-        job.delivery.chunk_kb * 1024
-        if job.delivery and job.delivery.chunk_kb
-        else (config.chunk_bytes)
-    )
+    # A client may ask for smaller chunks, never for more than the server's limit.
+    chunk = config.chunk_bytes
+    if job.delivery and job.delivery.chunk_kb:
+        chunk = min(chunk, job.delivery.chunk_kb * 1024)
     for index, output in enumerate(plan.outputs):
         # Several outputs: each frame says which it is, so a client knows the last one.
         extra = {"index": index, "count": len(plan.outputs)} if several else {}

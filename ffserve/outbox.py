@@ -1,7 +1,10 @@
 """A connection's one outbound queue, drained by its writer task.
 
 The queue is bounded, so a client that reads slowly slows down the jobs sending to it
-(back-pressure) instead of growing server memory. Progress updates are the exception:
+(back-pressure) instead of growing server memory. Binary frames (files, chunks of up to
+a MiB or more) are bounded separately and more tightly: at most BINARY_IN_FLIGHT of them
+wait for the writer at once, so a stalled reader pins a couple of chunks, not a queue
+full of them. Progress updates are the exception:
 they are offered without waiting and dropped when the queue is full, because a newer
 one will follow and a late one is worthless.
 
@@ -16,6 +19,7 @@ import trio
 
 from ffserve.messages import ServerMessage, encode
 
+BINARY_IN_FLIGHT = 2
 Frame = str | bytes
 # What the writer receives: a frame, or None for "close the connection now".
 Outgoing = Frame | None
@@ -24,6 +28,7 @@ Outgoing = Frame | None
 @attrs.define(eq=False)
 class Outbox:
     _send: trio.MemorySendChannel[Outgoing]
+    _binary_slots: trio.Semaphore = attrs.Factory(lambda: trio.Semaphore(BINARY_IN_FLIGHT))
 
     @classmethod
     def open(cls, size: int) -> tuple[Outbox, trio.MemoryReceiveChannel[Outgoing]]:
@@ -34,7 +39,17 @@ class Outbox:
         await self._send.send(encode(message))
 
     async def send_binary(self, data: bytes) -> None:
-        await self._send.send(data)
+        await self._binary_slots.acquire()
+        try:
+            await self._send.send(data)
+        except BaseException:
+            self._binary_slots.release()
+            raise
+
+    def sent(self, frame: Frame) -> None:
+        """The writer has handed `frame` to the socket: a binary frame frees its slot."""
+        if isinstance(frame, bytes):
+            self._binary_slots.release()
 
     def offer(self, message: ServerMessage) -> bool:
         """Queue without waiting; False (and dropped) if the queue is full or closed."""

@@ -363,10 +363,6 @@ async def test_chunked_delivery_of_several_outputs(
         assert (video["codec_name"], video["width"]) == ("png", 160)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="job._deliver sends delivery.chunk_kb as asked, past limits.chunk_kb (see #4 report)",
-)
 async def test_delivery_chunks_stay_within_the_server_limit(
     start_server: StartServer, media: Media, tmp_path: Path
 ) -> None:
