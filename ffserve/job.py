@@ -271,8 +271,7 @@ async def _receive_chunked(
             except ProtocolError as exc:  # refused chunk; the upload carries on
                 await outbox.send(Error(exc.code, exc.message, job.job_id, exc.details))
                 continue
-            await out.write(frame.payload)
-            upload.accept(frame.payload)
+            await trio.to_thread.run_sync(upload.store, out.wrapped, frame.payload)
             name = name or frame.filename
             await outbox.send(
                 UploadProgress(
@@ -492,8 +491,9 @@ def sha256_file(path: Path) -> str:
 async def _verify(services: Services, path: Path, container: str) -> MediaInfo:
     """Probe an output: FFmpeg exiting 0 does not prove it wrote something playable.
 
-    Still images are checked by parsing their header in-process, which tells all that
-    `output_metadata` needs without a second process start per thumbnail.
+    Still images are checked by parsing their header in-process, and MP4/MOV by reading
+    their boxes in-process: that tells all `output_metadata` needs without another
+    process start (about 60 ms of CPU) per job.
     """
     try:
         size = (await trio.Path(path).stat()).st_size
@@ -506,6 +506,8 @@ async def _verify(services: Services, path: Path, container: str) -> MediaInfo:
             async with await trio.open_file(path, "rb") as f:
                 head = await f.read(IMAGE_HEADER_BYTES)
             return image_info(head, size)
-        return await _ffprobe(services, path, ours=True)
+        # Our MP4/MOV/M4A outputs are read in-process too, ffprobe being the fallback.
+        info = await trio.to_thread.run_sync(probe_isobmff, path)
+        return info if info is not None else await _ffprobe(services, path, ours=True)
     except (ProcessFailed, JobError, NotAnImage):
         raise JobError("FFmpeg produced an unreadable output") from None

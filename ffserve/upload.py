@@ -8,7 +8,7 @@ writing, so this module is plain synchronous code with plain tests.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, BinaryIO
 
 import attrs
 
@@ -70,8 +70,16 @@ class UploadState:
             )
 
     def accept(self, data: bytes | memoryview) -> None:
-        self._hash.update(data)
+        # Hash only what will be checked: at ~1.7 GB/s sha256 is a third of a chunk's cost.
+        if self.sha256 is not None:
+            self._hash.update(data)
         self.received += len(data)
+
+    def store(self, file: BinaryIO, data: bytes | memoryview) -> None:
+        """Write a checked chunk and account for it. Blocking: run it in a thread, so the
+        write and the hash (both release the GIL) overlap the event loop's work."""
+        file.write(data)
+        self.accept(data)
 
     def verify(self) -> None:
         """Errors: JobError(CHECKSUM_MISMATCH) when the announced sha256 differs."""
