@@ -12,7 +12,7 @@ import trio
 
 from ffserve import __version__
 from ffserve.config import Config, ConfigError
-from ffserve.server import serve
+from ffserve.server import StartupError, ffmpeg_version, serve
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -76,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ffserve: {exc}", file=sys.stderr)
         return 2
     try:
-        trio.run(serve_until_signalled, config)
-    except RuntimeError as exc:
+        # Checked here, before Trio: inside the nursery tree it would arrive as a group.
+        ffmpeg_version(config.ffmpeg.ffmpeg)
+    except StartupError as exc:
         print(f"ffserve: {exc}", file=sys.stderr)
         return 1
+    trio.run(serve_until_signalled, config)
     return 0

@@ -42,7 +42,7 @@ class ServerConfig:
 @attrs.frozen
 class JobsConfig:
     max_concurrent: int = attrs.field(default=2, validator=in_range(1, 1024))
-    queue_limit: int = attrs.field(default=64, validator=in_range(0, 100_000))
+    queue_limit: int = attrs.field(default=256, validator=in_range(0, 100_000))
     timeout_s: float = attrs.field(default=600.0, validator=in_range(0.1, 86400))
     input_timeout_s: float = attrs.field(default=120.0, validator=in_range(0.1, 86400))
     per_connection_limit: int = attrs.field(default=64, validator=in_range(1, 100_000))

@@ -1,6 +1,7 @@
 """One WebSocket connection: a reader, a writer, and a task per job, in one nursery.
 
-The reader decodes frames and routes uploads to their job; it never waits on a job.
+The reader decodes frames and routes uploads to their job; it waits only while a job
+writes the previous upload or chunk to disk, which is what paces a fast uploader.
 The writer drains the connection's bounded `Outbox`. When the client goes away the
 nursery is cancelled, which ends every job of this connection (and nothing else).
 """
@@ -32,13 +33,15 @@ from ffserve.messages import (
     job_id_of,
 )
 from ffserve.ops import inputs_expected
-from ffserve.options import Options, parse_options
+from ffserve.options import Options, ThumbnailOptions, parse_options
 from ffserve.outbox import Outbox, Outgoing
 from ffserve.services import Services
 from ffserve.state import JobState
 
 log = logging.getLogger(__name__)
 FINISHED_MEMORY = 256
+# No control message needs more; files travel in binary frames.
+MAX_TEXT_CHARS = 1024 * 1024
 
 
 @attrs.define(eq=False)
@@ -78,7 +81,12 @@ class Connection:
             if isinstance(message.input, UrlInput):
                 check_url(message.input.url)
             if message.output is not None:
-                check_url(message.output.url)
+                check_url(message.output.url, what="output.url")
+                if isinstance(options, ThumbnailOptions) and (options.count or 1) > 1:
+                    raise ValidationError(
+                        "an output URL takes one file; thumbnail count > 1 makes several",
+                        field="$.output",
+                    )
                 if message.delivery is not None:
                     raise ValidationError(
                         "give either delivery or output, not both", field="$.output"
@@ -193,24 +201,28 @@ class Connection:
 async def serve_connection(request: WebSocketRequest, services: Services) -> None:
     """The handler for one WebSocket request; returns when the client has gone."""
     config = services.config
-    if services.metrics.connections >= config.server.max_connections:
-        await request.reject(503, body=b"too many connections")
-        return
-    ws = await request.accept()
-    services.metrics.connections += 1
-    outbox, outgoing = Outbox.open(config.server.outbound_queue)
+    metrics = services.metrics
+    # Counted before the first await, so concurrent handshakes cannot overshoot the cap.
+    metrics.connections += 1
     try:
+        if metrics.connections > config.server.max_connections:
+            await request.reject(503, body=b"too many connections")
+            return
+        ws = await request.accept()
+        outbox, outgoing = Outbox.open(config.server.outbound_queue)
         async with trio.open_nursery() as nursery:
             connection = Connection(services, outbox, nursery)
             nursery.start_soon(_write, ws, outbox, outgoing, nursery.cancel_scope)
             nursery.start_soon(_close_when_stopping, services, outbox)
             await _read(ws, connection)
             nursery.cancel_scope.cancel()
+    except ConnectionClosed:
+        pass  # the client went away during the handshake
     except Exception:
         # One client's failure must never reach the server's nursery.
         log.exception("connection ended by an unexpected error")
     finally:
-        services.metrics.connections -= 1
+        metrics.connections -= 1
 
 
 async def _read(ws: WebSocketConnection, connection: Connection) -> None:
@@ -221,6 +233,11 @@ async def _read(ws: WebSocketConnection, connection: Connection) -> None:
             return
         try:
             if isinstance(data, str):
+                if len(data) > MAX_TEXT_CHARS:  # before json.loads multiplies it
+                    raise ProtocolError(
+                        f"text message of {len(data)} characters; the limit is {MAX_TEXT_CHARS}",
+                        code=ErrorCode.INVALID_JSON,
+                    )
                 await connection.on_text(data)
             else:
                 await connection.on_binary(data)

@@ -1,14 +1,19 @@
 """The errors a client can see, each carrying its wire code.
 
-    FFserveError (code)
-     |- ProtocolError            INVALID_JSON, UNKNOWN_MESSAGE_TYPE, INVALID_BINARY
-     |- ValidationError          VALIDATION_ERROR (field names the JSON path)
-     |- JobError                 ends one job (JOB_FAILED, TIMEOUT, NO_AUDIO_STREAM, ...)
-     '- AdmissionError           BUSY, DUPLICATE_JOB, TOO_LARGE, CANCEL_FAILED
+    FFserveError (code)       CANCEL_FAILED; the base every client-facing error shares
+     |- ProtocolError         a frame that is refused and forgotten: INVALID_JSON,
+     |                        UNKNOWN_MESSAGE_TYPE, INVALID_BINARY, INVALID_CHUNK
+     |- ValidationError       VALIDATION_ERROR, UNKNOWN_OPERATION (`field` names the JSON path)
+     |- JobError              ends one job: JOB_FAILED, TIMEOUT, TOO_LARGE, INVALID_MEDIA,
+     |                        NO_*_STREAM, OUT_OF_RANGE, URL_*, CHECKSUM_MISMATCH, and
+     |                        VALIDATION_ERROR when only the media shows an option is wrong
+     '- AdmissionError        a job refused at the door: BUSY, DUPLICATE_JOB, TOO_LARGE,
+                              SHUTTING_DOWN
 
-Foreign errors (OSError, httpx, FFmpeg exit codes) are translated into these at the
-boundary where they happen, so the connection only ever has to format an `FFserveError`.
-Messages never contain server paths or raw FFmpeg output.
+The class says what happens to the job; the code says why. Foreign errors (OSError, httpx,
+FFmpeg exit codes) are translated into these at the boundary where they happen, so the
+connection only ever has to format an `FFserveError`; anything else that escapes a job is
+INTERNAL_ERROR for that job. Messages never contain server paths or raw FFmpeg output.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ FFmpeg is then terminated and reaped by `run_ffmpeg`, and the job's dir is remov
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from pathlib import Path
@@ -93,8 +94,10 @@ class Job:
         if isinstance(self.input, UrlInput):
             expected -= 1  # the URL is the first input; any others are uploads
         self.uploads_expected = expected
-        # Chunks queue at most CHUNKS_IN_FLIGHT deep: a fast uploader waits for the disk.
-        depth = CHUNKS_IN_FLIGHT if self.chunked else max(expected, 1)
+        # Uploads wait in memory only a frame or two deep: the reader waits for the job to
+        # write the previous one to disk, so neither a fast chunked uploader nor a
+        # 50-file v1 concat can make the server hold more than that.
+        depth = CHUNKS_IN_FLIGHT if self.chunked else 1
         self._uploads = trio.open_memory_channel[BinaryFrame](depth)
 
     @property
@@ -110,7 +113,7 @@ class Job:
         self.state = JobState.DONE
 
     async def accept_upload(self, frame: BinaryFrame) -> None:
-        """Route a binary frame to this job. Waits only while chunks are in flight.
+        """Route a binary frame to this job; waits while earlier frames are being written.
 
         Errors: ProtocolError(INVALID_BINARY) when the job is not waiting for an upload.
         """
@@ -122,14 +125,12 @@ class Job:
         )
         if self.state is not JobState.RECEIVING:
             raise refused
-        try:
-            if self.chunked:
-                await self._uploads[0].send(frame)
-                return
+        if not self.chunked:
             if self.uploads_received >= self.uploads_expected:
                 raise refused
-            self._uploads[0].send_nowait(frame)
             self.uploads_received += 1
+        try:
+            await self._uploads[0].send(frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise refused from None
 
@@ -161,17 +162,18 @@ async def run_job(job: Job, services: Services, outbox: Outbox) -> None:
                 await outbox.send(Error(exc.code, exc.message, job.job_id, exc.details))
             except Exception:
                 # Disk full, a bug: the server's fault, so it costs this job, never the
-                # connection. Not awaited: the outbox may be why we are here.
+                # connection. The outbox itself may be why we are here (writer gone).
                 log.exception("job %r of %s failed unexpectedly", job.job_id, job.operation)
                 metrics.count("jobs_failed")
                 job.finish()
-                outbox.offer(
-                    Error(
-                        ErrorCode.INTERNAL_ERROR,
-                        "the server could not complete this job",
-                        job.job_id,
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await outbox.send(
+                        Error(
+                            ErrorCode.INTERNAL_ERROR,
+                            "the server could not complete this job",
+                            job.job_id,
+                        )
                     )
-                )
         if job.scope.cancelled_caught and job.cancel_requested:
             metrics.count("jobs_cancelled")
             job.finish()
@@ -186,12 +188,14 @@ async def _work(job: Job, services: Services, outbox: Outbox) -> None:
     async with job_dir(services.workspace) as workdir:
         try:
             with trio.fail_after(config.jobs.input_timeout_s):
-                sources = await _receive_input(job, services, outbox, workdir)
+                paths = await _receive_input(job, services, outbox, workdir)
         except trio.TooSlowError:
             raise JobError(
                 f"input not complete within {config.jobs.input_timeout_s:g} s",
                 code=ErrorCode.TIMEOUT,
             ) from None
+        # Probing is the server's work, outside the client's input deadline.
+        sources = [Source(path, await probe(services, path), name) for path, name in paths]
         if job.operation in METADATA_ONLY:
             job.advance(JobState.QUEUED)
             job.advance(JobState.DELIVERING)
@@ -214,7 +218,8 @@ async def _work(job: Job, services: Services, outbox: Outbox) -> None:
 
 async def _receive_input(
     job: Job, services: Services, outbox: Outbox, workdir: Path
-) -> list[Source]:
+) -> list[tuple[Path, str]]:
+    """Every input file on disk, as (path, client's name), in order."""
     config = services.config
     total = inputs_expected(job.options)
     paths = []
@@ -235,8 +240,19 @@ async def _receive_input(
         else:
             name = await _receive_whole(job, services, path)
         paths.append((path, name))
+    overrun = files is not None and _frame_waiting(job)
     job.close_uploads()
-    return [Source(path, await probe(services, path), name) for path, name in paths]
+    if overrun:
+        raise JobError("upload runs past its announced size", code=ErrorCode.TOO_LARGE)
+    return paths
+
+
+def _frame_waiting(job: Job) -> bool:
+    try:
+        job._uploads[1].receive_nowait()
+    except trio.WouldBlock:
+        return False
+    return True
 
 
 async def _receive_whole(job: Job, services: Services, path: Path) -> str:
@@ -272,6 +288,9 @@ async def _receive_chunked(
                 await outbox.send(Error(exc.code, exc.message, job.job_id, exc.details))
                 continue
             await trio.to_thread.run_sync(upload.store, out.wrapped, frame.payload)
+            # Written bytes now show in the disk's free space: stop reserving them too.
+            job.reserved_bytes -= len(frame.payload)
+            services.reserved_bytes -= len(frame.payload)
             name = name or frame.filename
             await outbox.send(
                 UploadProgress(
@@ -447,6 +466,8 @@ async def _deliver(job: Job, services: Services, outbox: Outbox, plan: Plan) -> 
         if mode == "chunked":
             await _send_chunks(outbox, job, output.path, output.filename, chunk, extra, last)
         else:
+            # v1: the frame is one bytes object (trio-websocket takes nothing else), so the
+            # output is briefly held twice; chunked delivery is the bounded path.
             async with await trio.open_file(output.path, "rb") as f:
                 data = await f.read()
             if last:

@@ -124,6 +124,7 @@ async def run_capture(
     out = bytearray()
     err = bytearray()
 
+    too_large = False
     async with trio.open_nursery() as nursery:
         process = await _spawn(nursery, args, grace=grace, cwd=None, niceness=niceness)
         assert process.stdout is not None and process.stderr is not None
@@ -131,7 +132,12 @@ async def run_capture(
         async for chunk in process.stdout:
             out.extend(chunk)
             if len(out) > limit:
-                raise ProcessFailed("tool output too large", -1, "")
+                # Raised after the nursery, not in it, where it would become a group.
+                too_large = True
+                nursery.cancel_scope.cancel()
+                break
+    if too_large:
+        raise ProcessFailed("tool output too large", -1, "")
     if process.returncode != 0:
         raise ProcessFailed(
             "probe failed", process.returncode or 0, bytes(err).decode("utf-8", "replace")

@@ -45,8 +45,13 @@ async def put_file(
     JobError(URL_UPLOAD_FAILED) for DNS, connect, timeout or a non-2xx answer.
     """
     target = check_url(url, what="output.url")
-    with trio.move_on_after(client.timeout.connect or math.inf) as resolving:
-        addresses = await resolve(target, allow_private=allow_private)
+    try:
+        with trio.move_on_after(client.timeout.connect or math.inf) as resolving:
+            addresses = await resolve(target, allow_private=allow_private)
+    except JobError as exc:
+        if exc.code == ErrorCode.URL_FETCH_FAILED:  # DNS failed: say it of the upload
+            raise _failed(exc.message) from None
+        raise
     if resolving.cancelled_caught:
         raise _failed("resolving the output URL's host timed out")
     size = (await trio.Path(path).stat()).st_size

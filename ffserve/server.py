@@ -43,12 +43,16 @@ class Endpoints:
         return f"ws://{host}:{self.port}/"
 
 
+class StartupError(Exception):
+    """The service cannot start (e.g. FFmpeg is missing); the message says why."""
+
+
 def ffmpeg_version(ffmpeg: str) -> str:
-    """The first line of `ffmpeg -version`. Errors: RuntimeError if FFmpeg cannot run."""
+    """The version word of `ffmpeg -version`. Errors: StartupError if FFmpeg cannot run."""
     try:
         out = subprocess.run([ffmpeg, "-version"], capture_output=True, check=True, timeout=10)
     except (OSError, subprocess.SubprocessError) as exc:
-        raise RuntimeError(f"cannot run FFmpeg at {ffmpeg!r}: {exc}") from None
+        raise StartupError(f"cannot run FFmpeg at {ffmpeg!r}: {exc}") from None
     words = out.stdout.decode(errors="replace").split()
     return words[2] if len(words) > 2 else "unknown"
 

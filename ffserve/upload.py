@@ -1,8 +1,9 @@
-"""Receiving one input file: a v1 single frame, or chunks at announced offsets. Sans-I/O.
+"""The state of one chunked upload (an announced file arriving at offsets).
 
-`UploadState.check(offset, length)` decides whether a chunk may be written, before any
-byte of it is; `accept` records it and feeds the running checksum. The caller does the
-writing, so this module is plain synchronous code with plain tests.
+`UploadState.check(job_id, offset, length)` decides whether a chunk may be written,
+before any byte of it is; `accept` records it (and feeds the checksum, when one was
+announced); `store` writes and accepts, for a worker thread. No async code here: the
+rules are tested with plain synchronous tests.
 """
 
 from __future__ import annotations

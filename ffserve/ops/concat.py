@@ -93,7 +93,14 @@ def _copy_plan(sources: list[Source], workdir: Path, total: float) -> Plan:
     first = sources[0].info
     name = COPYABLE_DEMUXERS[first.demuxer]
     video = first.video
-    if name == "mkv" and video is not None and video.codec in ("vp8", "vp9", "av1"):
+    audio = first.audio
+    webm = CONTAINERS["webm"]
+    if (
+        name == "mkv"
+        and video is not None
+        and video.codec in webm.video_codecs
+        and (audio is None or audio.codec in webm.audio_codecs)
+    ):
         name = "webm"
     container = CONTAINERS[name]
     output = write(workdir, sources[0], "joined", container)
