@@ -1,0 +1,73 @@
+"""Regression tests for failures found in review: each one once broke the server."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import struct
+
+import trio
+
+from ffserve.server import Endpoints
+from tests.conftest import Media
+from tests.helpers import connect
+
+
+def _upgrade_request(port: int) -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+async def test_clients_resetting_mid_handshake_do_not_stop_the_server(
+    server: Endpoints, media: Media
+) -> None:
+    with trio.fail_after(30):
+        for _ in range(30):
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            await stream.send_all(_upgrade_request(server.port))
+            # SO_LINGER 0: close with a TCP reset while the server is accepting.
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            stream.socket.close()
+        await trio.sleep(0.2)
+        async with connect(server.url) as client:
+            await client.send({"type": "ping"})
+            assert await client.recv_json() == {"type": "pong"}
+            result = await client.run("thumbnail", media.clip, {"timestamp": 0.5})
+            assert result.final["type"] == "completed", result.final
+
+
+async def test_a_huge_text_frame_is_refused_before_parsing(server: Endpoints) -> None:
+    with trio.fail_after(30):
+        async with connect(server.url) as client:
+            await client.ws.send_message('{"type": "ping", "pad": "' + "x" * (2 << 20) + '"}')
+            error = await client.recv_json()
+            assert (error["type"], error["code"]) == ("error", "INVALID_JSON")
+            assert "limit" in error["message"]
+            await client.send({"type": "ping"})
+            assert await client.recv_json() == {"type": "pong"}
+
+
+async def test_output_url_with_several_outputs_is_refused_at_start(server: Endpoints) -> None:
+    with trio.fail_after(30):
+        async with connect(server.url) as client:
+            await client.send(
+                {
+                    "type": "start_job",
+                    "job_id": "t",
+                    "operation": "thumbnail",
+                    "input": {"source": "upload"},
+                    "options": {"count": 3},
+                    "output": {"url": "https://example.com/out.jpg"},
+                }
+            )
+            error = await client.recv_json()
+            assert (error["type"], error["code"], error["job_id"]) == (
+                "error",
+                "VALIDATION_ERROR",
+                "t",
+            )
+            assert error["details"]["field"] == "$.output"
