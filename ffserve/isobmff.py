@@ -17,7 +17,10 @@ them, and its `Unsure` is the one this module raises too.
 
 Work is bounded: at most `MAX_TOP_BOXES` top-level boxes, a `moov` of at most
 `MAX_MOOV_BYTES`, `MAX_BOXES` boxes and `MAX_DEPTH` levels inside it, a few bytes of
-each track's first sample, and `MAX_READ_BYTES` read in all.
+each track's first sample, and `MAX_READ_BYTES` read in all. Memory is the moov and
+little more: the per-sample tables (millions of entries in a long file) are summed and
+checked a `TABLE_CHUNK` at a time, never turned into Python ints all at once, and a
+sample description over `MAX_SAMPLE_ENTRY_BYTES` (the one part copied) is ffprobe's.
 
 Errors: OSError from opening or reading the file; nothing else.
 """
@@ -25,8 +28,11 @@ Errors: OSError from opening or reading the file; nothing else.
 from __future__ import annotations
 
 import math
+import operator
 import os
 import struct
+import sys
+from array import array
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -55,6 +61,8 @@ MAX_BOXES = 4096
 MAX_DEPTH = 10
 MAX_TRACKS = 16
 MAX_SAMPLE_TABLE = 10_000_000  # entries in one stts/stsz: bounded by the moov size anyway
+MAX_SAMPLE_ENTRY_BYTES = 1 << 20  # a sample description (codec configuration) is copied
+TABLE_CHUNK = 1 << 16  # entries of a sample table unpacked at a time (even: stts pairs)
 SAMPLE_PEEK_BYTES = 64 << 10
 MAX_READ_BYTES = MAX_MOOV_BYTES + (1 << 20)
 INT_MAX = 2**31 - 1
@@ -188,7 +196,9 @@ class _Track:
     entry: bytes = b""  # the sample entry's payload, after its 8-byte header
     sample_counts: int = 0
     stts_duration: int = 0
-    sample_sizes: tuple[int, int, bytes] = (0, 0, b"")  # (fixed size, count, table)
+    sample_count: int = 0  # stsz's
+    data_size: int = 0  # the sum of the sample sizes
+    first_sample_size: int = 0
     first_chunk_offset: int | None = None
     edits: list[tuple[int, int]] = attrs.Factory(list)  # (segment duration, media time)
     seen: set[bytes] = attrs.Factory(set)
@@ -224,7 +234,7 @@ def _boxes(movie: _Movie, data: bytes, start: int, end: int) -> Iterator[tuple[b
             raise Unsure("box overruns its parent")
         yield kind, pos + header, pos + size
         pos += size
-    if pos != end and any(data[pos:end]):
+    if pos != end and data.count(0, pos, end) != end - pos:
         raise Unsure("junk at the end of a box")
 
 
@@ -323,11 +333,12 @@ def _parse_container(
             width = 4 if kind == b"stco" else 8
             if count < 1 or s + 8 + width * count > e:
                 raise Unsure("chunk offsets")
-            offsets = struct.unpack_from(f">{count}{'I' if width == 4 else 'Q'}", data, s + 8)
             # Every chunk in the media data (a truncated or spliced file is ffprobe's).
-            if min(offsets) < movie.media[0] or max(offsets) >= movie.media[1]:
-                raise Unsure("chunk outside the media data")
-            track.first_chunk_offset = offsets[0]
+            for chunk in _table(data, s + 8, count, "Q" if width == 8 else _U32):
+                if min(chunk) < movie.media[0] or max(chunk) >= movie.media[1]:
+                    raise Unsure("chunk outside the media data")
+                if track.first_chunk_offset is None:
+                    track.first_chunk_offset = chunk[0]
         elif kind == b"tref":
             raise Unsure("track references (chapters, timecode, ...)")
         elif kind not in TRAK_IGNORED:
@@ -383,7 +394,7 @@ def _parse_stsd(data: bytes, s: int, e: int, track: _Track) -> None:
         raise Unsure("not one sample description")
     pos = s + 8
     size, kind = struct.unpack_from(">I4s", data, pos)
-    if size < 16 or pos + size > e:
+    if size < 16 or pos + size > e or size > MAX_SAMPLE_ENTRY_BYTES:
         raise Unsure("sample entry size")
     track.entry_type = kind
     track.entry = data[pos + 8 : pos + size]
@@ -391,21 +402,52 @@ def _parse_stsd(data: bytes, s: int, e: int, track: _Track) -> None:
         raise Unsure("data reference index")
 
 
+# An array typecode of 4 bytes (the C unsigned int almost everywhere).
+_U32 = next(code for code in "IL" if array(code).itemsize == 4)
+
+
+def _table(data: bytes, start: int, count: int, typecode: str) -> Iterator[array[int]]:
+    """The `count` big-endian unsigned integers at data[start:], TABLE_CHUNK at a time.
+
+    A table can hold millions of entries: as Python ints in a tuple that is some 40
+    bytes each, so it is read a piece at a time, in a compact array of machine words.
+    The caller checks that the table lies within its box.
+    """
+    width = array(typecode).itemsize
+    view = memoryview(data)
+    for first in range(0, count, TABLE_CHUNK):
+        chunk = array(typecode)
+        begin = start + width * first
+        chunk.frombytes(view[begin : begin + width * min(TABLE_CHUNK, count - first)])
+        if sys.byteorder == "little":
+            chunk.byteswap()
+        yield chunk
+
+
 def _parse_stts(data: bytes, s: int, e: int, track: _Track) -> None:
     (count,) = struct.unpack_from(">I", data, s + 4)
     if count > MAX_SAMPLE_TABLE or s + 8 + 8 * count > e:
         raise Unsure("stts")
-    table = struct.unpack_from(f">{2 * count}I", data, s + 8)
-    track.sample_counts = sum(table[0::2])
-    track.stts_duration = sum(c * d for c, d in zip(table[0::2], table[1::2], strict=True))
+    samples = duration = 0
+    for chunk in _table(data, s + 8, 2 * count, _U32):
+        pairs = memoryview(chunk)  # strided views of it: no copies
+        samples += sum(pairs[0::2])
+        duration += sum(map(operator.mul, pairs[0::2], pairs[1::2]))
+    track.sample_counts = samples
+    track.stts_duration = duration
 
 
 def _parse_stsz(data: bytes, s: int, e: int, track: _Track) -> None:
     fixed, count = struct.unpack_from(">II", data, s + 4)
     if count > MAX_SAMPLE_TABLE or (not fixed and s + 12 + 4 * count > e):
         raise Unsure("stsz")
-    table = b"" if fixed else data[s + 12 : s + 12 + 4 * count]
-    track.sample_sizes = (fixed, count, table)
+    track.sample_count = count
+    if fixed:
+        track.data_size, track.first_sample_size = fixed * count, fixed
+        return
+    track.data_size = sum(sum(chunk) for chunk in _table(data, s + 12, count, _U32))
+    if count:
+        (track.first_sample_size,) = struct.unpack_from(">I", data, s + 12)
 
 
 def _track_stream(reader: _Reader, index: int, track: _Track) -> Stream:
@@ -415,7 +457,7 @@ def _track_stream(reader: _Reader, index: int, track: _Track) -> Stream:
     codec = CODECS_BY_KIND[kind].get(track.entry_type)
     if codec is None:
         raise Unsure(f"{kind} sample entry {track.entry_type!r}")
-    fixed, count, table = track.sample_sizes
+    count = track.sample_count
     if (
         not {b"stsd", b"stts", b"stsz", b"stsc", b"mdhd", b"tkhd"} <= track.seen
         or track.first_chunk_offset is None
@@ -424,13 +466,12 @@ def _track_stream(reader: _Reader, index: int, track: _Track) -> Stream:
         or track.duration <= 0
     ):
         raise Unsure("incomplete or empty sample table")
-    data_size = fixed * count if fixed else sum(struct.unpack(f">{count}I", table))
     stream = Stream(
         index=index,
         kind=kind,
         codec=codec,
         language=track.language,
-        bit_rate=data_size * 8 * track.timescale // _stream_duration(track),
+        bit_rate=track.data_size * 8 * track.timescale // _stream_duration(track),
     )
     if kind == "video":
         return _video(reader, stream, track)
@@ -527,8 +568,7 @@ def _first_sample_nals(reader: _Reader, track: _Track, length_size: int) -> Iter
 
 
 def _first_sample(reader: _Reader, track: _Track) -> bytes:
-    fixed, _, table = track.sample_sizes
-    size = fixed or struct.unpack_from(">I", table)[0]
+    size = track.first_sample_size
     if track.first_chunk_offset is None or size == 0:
         raise Unsure("first sample")
     return reader.read(track.first_chunk_offset, min(size, SAMPLE_PEEK_BYTES))

@@ -13,6 +13,7 @@ import random
 import struct
 import subprocess
 import time
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -309,3 +310,114 @@ def test_huge_moov_is_not_read(tmp_path: Path, reads: list[int]) -> None:
     assert timed_probe(path) is None
     assert sum(reads) < 1024
     os.unlink(path)
+
+
+# Long tracks: the sample tables are streamed over, never held as Python objects.
+
+LONG_SAMPLES = 4_000_003  # 8 + 4 + 4 bytes each in stts, stsz and stco: a 64 MB moov
+
+
+def long_track_file(path: Path, samples: int, *, small: bool = False) -> tuple[int, int, int]:
+    """An AMR-NB track of `samples` samples, each its own chunk, with every table as long
+    as it can be (no run in the stts, a size per sample, an offset per chunk); the mdat
+    comes first and the moov at the end.
+
+    With `small`, every duration, size and chunk offset is at most 256, the integers
+    Python keeps cached: reading the tables then allocates nothing per entry, which
+    keeps tracemalloc quick (entries turned into ints one at a time are freed at once
+    either way; what the memory test looks for is tables held whole).
+    Returns the moov's size, the sum of the sample sizes and the sum of the durations.
+    """
+    timescale = 8000
+    if small:
+        durations = [20 + (i % 7) * 30 for i in range(64)]
+        sizes = [10 + (i % 13) * 17 for i in range(64)]
+        mdat_size = 200
+    else:
+        durations = [160 + (i % 7) * 100 for i in range(64)]
+        sizes = [1000 + (i % 13) * 37 for i in range(64)]
+        mdat_size = 4096
+    mdat = box(b"mdat", b"\0" * mdat_size)
+    mdat_at = len(FTYP) + 8
+    # Offsets spread over the mdat; the smallest is its first byte, the largest its last.
+    offsets = [mdat_at + (i * 67) % mdat_size for i in range(64)]
+    offsets[1] = mdat_at + mdat_size - 1
+
+    reps, rest = divmod(samples, 64)
+
+    def table(entries: list[int]) -> bytes:
+        packed = struct.pack(f">{len(entries)}I", *entries)
+        return packed * reps + packed[: len(packed) * rest // 64]
+
+    stts = box(
+        b"stts", struct.pack(">II", 0, samples) + table([v for d in durations for v in (1, d)])
+    )
+    stsz = box(b"stsz", struct.pack(">III", 0, 0, samples) + table(sizes))
+    stco = box(b"stco", struct.pack(">II", 0, samples) + table(offsets))
+    total_duration = sum(durations) * reps + sum(durations[:rest])
+    total_size = sum(sizes) * reps + sum(sizes[:rest])
+    entry = box(
+        b"samr",
+        struct.pack(">6xH", 1) + struct.pack(">HH4sHHHHI", 0, 0, b"", 1, 16, 0, 0, 8000 << 16),
+    )
+    stbl = box(
+        b"stbl",
+        box(b"stsd", struct.pack(">II", 0, 1) + entry)
+        + stts
+        + box(b"stsc", struct.pack(">IIIII", 0, 1, 1, 1, 1))
+        + stsz
+        + stco,
+    )
+    matrix = struct.pack(">9i", *isobmff.IDENTITY_MATRIX)
+    mvhd = struct.pack(">IIIII", 0, 0, 0, 1000, total_duration // 8)
+    mvhd += struct.pack(">IH10x", 0x10000, 0x100) + matrix + b"\0" * 24 + struct.pack(">I", 2)
+    tkhd = struct.pack(">IIIIII", 7, 0, 0, 1, 0, total_duration // 8) + b"\0" * 8
+    tkhd += struct.pack(">HHH2x", 0, 0, 0x100) + matrix + struct.pack(">II", 0, 0)
+    mdhd = struct.pack(">IIIIIHH", 0, 0, 0, timescale, total_duration, 0x55C4, 0)  # und
+    hdlr = struct.pack(">I4s4s12x", 0, b"", b"soun") + b"SoundHandler\0"
+    dref = box(b"dref", struct.pack(">II", 0, 1) + box(b"url ", struct.pack(">I", 1)))
+    minf = box(b"minf", box(b"smhd", b"\0" * 8) + box(b"dinf", dref) + stbl)
+    mdia = box(b"mdia", box(b"mdhd", mdhd) + box(b"hdlr", hdlr) + minf)
+    moov = box(b"moov", box(b"mvhd", mvhd) + box(b"trak", box(b"tkhd", tkhd) + mdia))
+    with path.open("wb") as f:
+        f.write(FTYP)
+        f.write(mdat)
+        f.write(moov)
+    return len(moov), total_size, total_duration
+
+
+def check_long_track(path: Path, info: MediaInfo | None, size: int, duration: int) -> None:
+    assert info is not None
+    (stream,) = info.streams
+    assert (stream.codec, stream.sample_rate, stream.channels) == ("amr_nb", 8000, 1)
+    assert stream.bit_rate == size * 8 * 8000 // duration
+    assert_same(info, real_probe(path))
+
+
+@pytest.mark.parametrize("samples", [1, 63, 64, 65_537, LONG_SAMPLES])
+def test_long_tables_match_ffprobe(tmp_path: Path, samples: int) -> None:
+    path = tmp_path / "long.mp4"
+    moov_size, size, duration = long_track_file(path, samples)
+    assert moov_size <= isobmff.MAX_MOOV_BYTES
+    start = time.perf_counter()
+    info = probe_isobmff(path)
+    assert time.perf_counter() - start < 5
+    check_long_track(path, info, size, duration)
+
+
+def test_long_tables_memory(tmp_path: Path) -> None:
+    """One probe holds the moov and little else, however long its tables.
+
+    The bound the service's memory budget assumes is 3x the moov; holding the tables
+    as tuples of ints took 4.5x (with the moov's entries above 256), streaming ~1x.
+    """
+    path = tmp_path / "long.mp4"
+    moov_size, size, duration = long_track_file(path, LONG_SAMPLES, small=True)
+    tracemalloc.start()
+    try:
+        info = probe_isobmff(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < moov_size * 3 // 2 + (8 << 20), (peak, moov_size)
+    check_long_track(path, info, size, duration)
