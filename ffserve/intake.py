@@ -1,0 +1,105 @@
+"""A job's input: a URL download, v1 whole-file uploads, or chunked uploads, to disk.
+
+Each upload is written before the next frame is taken from the job (whose channel is a
+frame or two deep), which is what paces a fast uploader and bounds memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import trio
+
+from ffserve.errors import ErrorCode, JobError, ProtocolError
+from ffserve.fetch import FetchPolicy, fetch_to_file
+from ffserve.messages import Error, FileSpec, UploadInput, UploadProgress, UrlInput
+from ffserve.ops import inputs_expected
+from ffserve.outbox import Outbox
+from ffserve.services import Services
+from ffserve.upload import UploadState
+
+if TYPE_CHECKING:
+    from ffserve.job import Job
+
+
+async def receive_input(
+    job: Job, services: Services, outbox: Outbox, workdir: Path
+) -> list[tuple[Path, str]]:
+    """Every input file on disk, as (path, client's name), in order."""
+    config = services.config
+    total = inputs_expected(job.options)
+    paths = []
+    if isinstance(job.input, UrlInput):
+        path = workdir / ("input_00" if total > 1 else "input")
+        policy = FetchPolicy(
+            config.security.allow_private_urls,
+            config.max_upload_bytes,
+            config.security.url_max_redirects,
+        )
+        await fetch_to_file(services.http, job.input.url, path, policy)
+        paths.append((path, httpx.URL(job.input.url).path.rsplit("/", 1)[-1]))
+    files = job.input.files if isinstance(job.input, UploadInput) else None
+    while len(paths) < total:
+        path = workdir / (f"input_{len(paths):02d}" if total > 1 else "input")
+        if files is not None:
+            name = await _receive_chunked(job, services, outbox, path, len(paths), files)
+        else:
+            name = await _receive_whole(job, services, path)
+        paths.append((path, name))
+    overrun = files is not None and job.frame_waiting()
+    job.close_uploads()
+    if overrun:
+        raise JobError("upload runs past its announced size", code=ErrorCode.TOO_LARGE)
+    return paths
+
+
+async def _receive_whole(job: Job, services: Services, path: Path) -> str:
+    """A v1 upload: one binary frame holds the whole file."""
+    limit = services.config.max_upload_bytes
+    frame = await job.next_upload()
+    if len(frame.payload) > limit:
+        raise JobError(
+            f"upload is {len(frame.payload)} bytes; the limit is {limit} bytes",
+            code=ErrorCode.TOO_LARGE,
+        )
+    async with await trio.open_file(path, "wb") as out:
+        await out.write(frame.payload)
+    return frame.filename
+
+
+async def _receive_chunked(
+    job: Job, services: Services, outbox: Outbox, path: Path, index: int, files: list[FileSpec]
+) -> str:
+    """Chunks at increasing offsets, each written to disk before the next is taken."""
+    spec = files[index]
+    upload = UploadState(spec.size, spec.sha256, services.config.chunk_bytes)
+    name = ""
+    async with await trio.open_file(path, "wb") as out:
+        while not upload.complete:
+            frame = await job.next_upload()
+            offset = frame.extra.get("offset")
+            try:
+                upload.check(
+                    job.job_id, offset if type(offset) is int else None, len(frame.payload)
+                )
+            except ProtocolError as exc:  # refused chunk; the upload carries on
+                await outbox.send(Error(exc.code, exc.message, job.job_id, exc.details))
+                continue
+            await trio.to_thread.run_sync(upload.store, out.wrapped, frame.payload)
+            # Written bytes now show in the disk's free space: stop reserving them too.
+            job.reserved_bytes -= len(frame.payload)
+            services.reserved_bytes -= len(frame.payload)
+            name = name or frame.filename
+            await outbox.send(
+                UploadProgress(
+                    job.job_id,
+                    index,
+                    upload.received,
+                    upload.size,
+                    round(100 * upload.received / upload.size, 1),
+                )
+            )
+    upload.verify()
+    return name
