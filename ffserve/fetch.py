@@ -19,6 +19,7 @@ from __future__ import annotations
 import http.cookiejar
 import ipaddress
 import math
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import attrs
@@ -181,36 +182,68 @@ async def _open(
     client: httpx.AsyncClient, target: httpx.URL, policy: FetchPolicy
 ) -> httpx.Response:
     """Resolve, check, then connect to the checked addresses in turn until one answers."""
-    with trio.move_on_after(client.timeout.connect or math.inf) as resolving:
-        addresses = await resolve(target, allow_private=policy.allow_private)
-    if resolving.cancelled_caught:
-        raise _failed("resolving the input URL's host timed out")
+    addresses = await resolve_in_time(client, target, policy.allow_private, _failed)
     *others, last = addresses
+    get = {"Accept-Encoding": "identity"}
     for address in others:
         try:
-            return await client.send(_pinned_request(client, target, address), stream=True)
+            request = pinned_request(client, "GET", target, address, headers=get)
+            return await client.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout):
             continue
-    return await client.send(_pinned_request(client, target, last), stream=True)
+    return await client.send(pinned_request(client, "GET", target, last, headers=get), stream=True)
 
 
-def _pinned_request(
-    client: httpx.AsyncClient, target: httpx.URL, address: IPAddress
-) -> httpx.Request:
-    """GET `target` from `address`: the URL names the IP, Host and SNI name the host.
+async def resolve_in_time(
+    client: httpx.AsyncClient,
+    target: httpx.URL,
+    allow_private: bool,
+    failed: Callable[[str], JobError],
+) -> list[IPAddress]:
+    """`resolve`, bounded by the client's connect timeout; lookup failures are `failed(...)`.
 
-    The URL keeps its userinfo (httpx sends it as Basic auth), port, path and query.
+    Errors: JobError(URL_FORBIDDEN), or what `failed` makes (the caller's code).
     """
-    headers = {
+    try:
+        with trio.move_on_after(client.timeout.connect or math.inf) as resolving:
+            addresses = await resolve(target, allow_private=allow_private)
+    except JobError as exc:
+        if exc.code == ErrorCode.URL_FETCH_FAILED:
+            raise failed(exc.message) from None
+        raise
+    if resolving.cancelled_caught:
+        raise failed(f"resolving host {target.host[:100]!r} timed out")
+    return addresses
+
+
+def pinned_request(
+    client: httpx.AsyncClient,
+    method: str,
+    target: httpx.URL,
+    address: IPAddress,
+    *,
+    headers: dict[str, str] | None = None,
+    content: AsyncIterator[bytes] | None = None,
+) -> httpx.Request:
+    """`method` `target`, sent to `address`: the URL names the IP, Host and SNI the host.
+
+    The URL keeps its userinfo (httpx sends it as Basic auth), port, path and query. Each
+    request gets a fresh connection (pooled ones are keyed by IP, not by TLS name) and no
+    cookies (the jar is shared by every client of the server).
+    """
+    base = {
         "Host": target.netloc.decode("ascii"),  # host[:port], brackets for IPv6, no userinfo
-        "Accept-Encoding": "identity",
         "Connection": "close",
     }
     extensions = (
         {"sni_hostname": target.raw_host.decode("ascii")} if target.scheme == "https" else {}
     )
     request = client.build_request(
-        "GET", target.copy_with(host=str(address)), headers=headers, extensions=extensions
+        method,
+        target.copy_with(host=str(address)),
+        headers={**base, **(headers or {})},
+        content=content,
+        extensions=extensions,
     )
     request.headers.pop("cookie", None)
     return request

@@ -8,7 +8,6 @@ presigned URL does not redirect, and a redirected PUT would re-send the body els
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import httpx
 import trio
 
 from ffserve.errors import ErrorCode, JobError
-from ffserve.fetch import check_url, resolve
+from ffserve.fetch import check_url, pinned_request, resolve_in_time
 
 READ_BYTES = 1024 * 1024
 
@@ -45,34 +44,12 @@ async def put_file(
     JobError(URL_UPLOAD_FAILED) for DNS, connect, timeout or a non-2xx answer.
     """
     target = check_url(url, what="output.url")
-    try:
-        with trio.move_on_after(client.timeout.connect or math.inf) as resolving:
-            addresses = await resolve(target, allow_private=allow_private)
-    except JobError as exc:
-        if exc.code == ErrorCode.URL_FETCH_FAILED:  # DNS failed: say it of the upload
-            raise _failed(exc.message) from None
-        raise
-    if resolving.cancelled_caught:
-        raise _failed("resolving the output URL's host timed out")
+    addresses = await resolve_in_time(client, target, allow_private, _failed)
     size = (await trio.Path(path).stat()).st_size
-    headers = {
-        "Host": target.netloc.decode("ascii"),
-        "Content-Length": str(size),
-        "Content-Type": content_type,
-        # A fresh connection per request: pooled ones are keyed by IP, not by TLS name.
-        "Connection": "close",
-    }
-    extensions = (
-        {"sni_hostname": target.raw_host.decode("ascii")} if target.scheme == "https" else {}
+    headers = {"Content-Length": str(size), "Content-Type": content_type}
+    request = pinned_request(
+        client, "PUT", target, addresses[0], headers=headers, content=_body(path)
     )
-    request = client.build_request(
-        "PUT",
-        target.copy_with(host=str(addresses[0])),
-        headers=headers,
-        content=_body(path),
-        extensions=extensions,
-    )
-    request.headers.pop("cookie", None)
     try:
         # Streamed and closed unread: only the status matters, and a body the other
         # end chose (endless, or slow) must cost neither memory nor time.
