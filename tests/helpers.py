@@ -266,3 +266,33 @@ def packet_hash(path: Path, stream: str = "v:0") -> str:
         text=True,
     )
     return out.stdout.strip()
+
+
+async def run_uploads(
+    client: Client, operation: str, options: dict[str, Any], paths: list[Path], job_id: str = "m1"
+) -> JobResult:
+    """A job with several uploads (concat, burn_subtitles with a subtitle file)."""
+    await client.start(job_id, operation, options)
+    for path in paths:
+        await client.upload(job_id, path)
+    return await client.collect(job_id)
+
+
+def gray_frame(path: Path, *, at: float | None = None, vf: str | None = None) -> bytes:
+    """One frame of `path` (at `at` seconds, through filter `vf`) as 8-bit gray pixels."""
+    seek = ["-ss", str(at)] if at is not None else []
+    scale = ["-vf", vf] if vf else []
+    args = ["ffmpeg", "-v", "error", *seek, "-i", str(path), "-frames:v", "1", *scale,
+            "-f", "rawvideo", "-pix_fmt", "gray", "-"]  # fmt: skip
+    return subprocess.run(args, check=True, capture_output=True).stdout
+
+
+def pixel_difference(a: bytes, b: bytes) -> float:
+    """Mean absolute difference of two same-sized gray frames (0-255)."""
+    return sum(abs(p - q) for p, q in zip(a, b, strict=True)) / len(a)
+
+
+def caption_area_difference(a: Path, b: Path, at: float) -> float:
+    """Mean pixel difference in the bottom fifth of two videos' frames at time `at`."""
+    vf = "crop=iw:ih/5:0:ih*4/5,scale=160:24"
+    return pixel_difference(gray_frame(a, at=at, vf=vf), gray_frame(b, at=at, vf=vf))

@@ -10,15 +10,22 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 
 from ffserve.server import Endpoints
-from tests.helpers import CORPUS, Client, JobResult, connect, duration, ffmpeg, probe, streams
+from tests.helpers import (
+    CORPUS,
+    caption_area_difference,
+    connect,
+    duration,
+    ffmpeg,
+    probe,
+    run_uploads,
+    streams,
+)
 
 if not CORPUS.is_dir():
     pytest.skip(f"no media corpus at {CORPUS}", allow_module_level=True)
@@ -35,15 +42,6 @@ VIDEOS = [
     and name != "image_451x300.png"
     and streams(probe(CORPUS / name), "video")
 ]
-
-
-async def run_uploads(
-    client: Client, operation: str, options: dict[str, Any], paths: list[Path], job_id: str
-) -> JobResult:
-    await client.start(job_id, operation, options)
-    for path in paths:
-        await client.upload(job_id, path)
-    return await client.collect(job_id)
 
 
 @pytest.mark.parametrize("name", FILES)
@@ -200,30 +198,5 @@ async def test_burn_corpus_subtitles(
     video_length = duration(probe(CORPUS / "h264_aac_mono_560x320.mp4"))
     assert duration(info) == pytest.approx(video_length, abs=0.1)
 
-    def bottom(path: Path, at: float) -> bytes:
-        return subprocess.run(
-            [
-                "ffmpeg",
-                "-v",
-                "error",
-                "-ss",
-                str(at),
-                "-i",
-                str(path),
-                "-frames:v",
-                "1",
-                "-vf",
-                "crop=iw:ih/4:0:ih*3/4,scale=112:20",
-                "-f",
-                "rawvideo",
-                "-pix_fmt",
-                "gray",
-                "-",
-            ],
-            check=True,
-            capture_output=True,
-        ).stdout
-
     # ass_basic.ass shows its first line from 0.76 s to 3.45 s.
-    a, b = bottom(out, 2.0), bottom(subtitled_corpus, 2.0)
-    assert sum(abs(x - y) for x, y in zip(a, b, strict=True)) / len(a) > 2.0
+    assert caption_area_difference(out, subtitled_corpus, 2.0) > 2.0

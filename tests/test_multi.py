@@ -12,16 +12,18 @@ import trio
 
 from ffserve.server import Endpoints
 from tests.conftest import Media
-from tests.helpers import CORPUS, Client, JobResult, connect, duration, ffmpeg, probe, streams
-
-
-async def run_uploads(
-    client: Client, operation: str, options: dict[str, Any], paths: list[Path], job_id: str = "m1"
-) -> JobResult:
-    await client.start(job_id, operation, options)
-    for path in paths:
-        await client.upload(job_id, path)
-    return await client.collect(job_id)
+from tests.helpers import (
+    CORPUS,
+    caption_area_difference,
+    connect,
+    duration,
+    ffmpeg,
+    gray_frame,
+    pixel_difference,
+    probe,
+    run_uploads,
+    streams,
+)
 
 
 def frame_count(path: Path) -> int:
@@ -226,16 +228,7 @@ async def test_thumbnail_set_spreads_across_the_duration(
 
 def _difference(a: Path, b: Path) -> float:
     """Mean absolute pixel difference of two images (0-255)."""
-
-    def gray(path: Path) -> bytes:
-        return subprocess.run(
-            ["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "gray", "-"],
-            check=True,
-            capture_output=True,
-        ).stdout
-
-    x, y = gray(a), gray(b)
-    return sum(abs(p - q) for p, q in zip(x, y, strict=True)) / len(x)
+    return pixel_difference(gray_frame(a), gray_frame(b))
 
 
 @pytest.fixture(scope="session")
@@ -356,37 +349,6 @@ async def test_extract_subtitles_missing_stream(
             assert result.final["details"]["subtitle_streams"] == 2
             result = await client.run("extract_subtitles", media.clip, {}, job_id="j2")
             assert result.final["code"] == "NO_SUBTITLE_STREAM"
-
-
-def caption_area_difference(a: Path, b: Path, at: float) -> float:
-    """Mean pixel difference in the bottom fifth of two videos' frames at time `at`."""
-
-    def strip(path: Path) -> bytes:
-        return subprocess.run(
-            [
-                "ffmpeg",
-                "-v",
-                "error",
-                "-ss",
-                str(at),
-                "-i",
-                str(path),
-                "-frames:v",
-                "1",
-                "-vf",
-                "crop=iw:ih/5:0:ih*4/5,scale=160:24",
-                "-f",
-                "rawvideo",
-                "-pix_fmt",
-                "gray",
-                "-",
-            ],
-            check=True,
-            capture_output=True,
-        ).stdout
-
-    x, y = strip(a), strip(b)
-    return sum(abs(p - q) for p, q in zip(x, y, strict=True)) / len(x)
 
 
 async def test_burn_own_subtitle_stream(
