@@ -25,6 +25,9 @@ from ffserve.services import Services
 if TYPE_CHECKING:
     from ffserve.job import Job
 
+# A job's last message: a binary frame, or `completed` when nothing binary follows.
+LastMessage = bytes | Completed
+
 CONTENT_TYPES = {
     "mp4": "video/mp4",
     "mov": "video/quicktime",
@@ -43,8 +46,12 @@ CONTENT_TYPES = {
 }
 
 
-async def deliver(job: Job, services: Services, outbox: Outbox, plan: Plan) -> None:
-    """Verify every output, then send it the way the client asked (v1: one frame each)."""
+async def deliver(job: Job, services: Services, outbox: Outbox, plan: Plan) -> LastMessage:
+    """Verify every output, then send it the way the client asked (v1: one frame each).
+
+    Returns the job's last message, unsent: the caller sends it once the job's files
+    are gone (it is in memory by then).
+    """
     config = services.config
     mode = "url" if job.output else (job.delivery.mode if job.delivery else "binary")
     metadata: list[dict[str, Any]] = []
@@ -92,9 +99,7 @@ async def deliver(job: Job, services: Services, outbox: Outbox, plan: Plan) -> N
                 f"uploading to the output URL took longer than {config.jobs.timeout_s:g} s",
                 code=ErrorCode.URL_UPLOAD_FAILED,
             )
-        job.finish()
-        await outbox.send(Completed(job.job_id, metadata[0], "url", message))
-        return
+        return Completed(job.job_id, metadata[0], "url", message)
     await outbox.send(
         Completed(job.job_id, metadata[0], mode, message, outputs=metadata if several else None)
     )
@@ -102,46 +107,41 @@ async def deliver(job: Job, services: Services, outbox: Outbox, plan: Plan) -> N
     chunk = config.chunk_bytes
     if job.delivery and job.delivery.chunk_kb:
         chunk = min(chunk, job.delivery.chunk_kb * 1024)
+    final = b""
     for index, output in enumerate(plan.outputs):
         # Several outputs: each frame says which it is, so a client knows the last one.
         extra = {"index": index, "count": len(plan.outputs)} if several else {}
-        last = index == len(plan.outputs) - 1
         if mode == "chunked":
-            await _send_chunks(outbox, job, output.path, output.filename, chunk, extra, last)
+            final = await _send_chunks(
+                outbox, job.job_id, output.path, output.filename, chunk, extra
+            )
         else:
             # v1: the frame is one bytes object (trio-websocket takes nothing else), so the
             # output is briefly held twice; chunked delivery is the bounded path.
             async with await trio.open_file(output.path, "rb") as f:
                 data = await f.read()
-            if last:
-                job.finish()
-            await outbox.send_binary(encode_header(job.job_id, output.filename, **extra) + data)
+            final = encode_header(job.job_id, output.filename, **extra) + data
+        if index < len(plan.outputs) - 1:
+            await outbox.send_binary(final)
+    return final
 
 
 async def _send_chunks(
-    outbox: Outbox,
-    job: Job,
-    path: Path,
-    filename: str,
-    chunk: int,
-    extra: dict[str, Any],
-    last_output: bool,
-) -> None:
-    """Chunked delivery: frames with offsets, the last one marked final. The bounded
-    outbox makes a slow reader slow down only this loop."""
+    outbox: Outbox, job_id: str, path: Path, filename: str, chunk: int, extra: dict[str, Any]
+) -> bytes:
+    """Chunked delivery: frames with offsets, the last one (returned, not sent) marked
+    final. The bounded outbox makes a slow reader slow down only this loop."""
     size = (await trio.Path(path).stat()).st_size
     offset = 0
     async with await trio.open_file(path, "rb") as f:
         while True:
             data = await f.read(chunk)
             final = offset + len(data) >= size
-            header = encode_header(job.job_id, filename, offset=offset, final=final, **extra)
-            if final and last_output:
-                job.finish()
+            header = encode_header(job_id, filename, offset=offset, final=final, **extra)
+            if final:
+                return header + data
             await outbox.send_binary(header + data)
             offset += len(data)
-            if final:
-                return
 
 
 def sha256_file(path: Path) -> str:

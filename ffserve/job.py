@@ -16,7 +16,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from ffserve.delivery import deliver
+from ffserve.delivery import LastMessage, deliver
 from ffserve.errors import ErrorCode, FFserveError, JobError, ProtocolError
 from ffserve.framing import BinaryFrame
 from ffserve.intake import receive_input
@@ -173,6 +173,17 @@ async def run_job(job: Job, services: Services, outbox: Outbox) -> None:
 
 
 async def _work(job: Job, services: Services, outbox: Outbox) -> None:
+    """The job's steps. Its last message goes out after its dir is removed, so a client
+    that has seen the end of a job never finds its files still on the server."""
+    final = await _steps(job, services, outbox)
+    job.finish()
+    if isinstance(final, bytes):
+        await outbox.send_binary(final)
+    else:
+        await outbox.send(final)
+
+
+async def _steps(job: Job, services: Services, outbox: Outbox) -> LastMessage:
     config = services.config
     async with job_dir(services.workspace) as workdir:
         try:
@@ -188,13 +199,8 @@ async def _work(job: Job, services: Services, outbox: Outbox) -> None:
         if job.operation in METADATA_ONLY:
             job.advance(JobState.QUEUED)
             job.advance(JobState.DELIVERING)
-            job.finish()
-            await outbox.send(
-                Completed(
-                    job.job_id, full_metadata(sources[0].info), "none", f"{job.operation} completed"
-                )
-            )
-            return
+            metadata = full_metadata(sources[0].info)
+            return Completed(job.job_id, metadata, "none", f"{job.operation} completed")
         plan = build_plan(job.operation, job.options, sources, workdir)
         job.advance(JobState.QUEUED)
         outbox.offer(Progress(job.job_id, 0.0, "queued"))
@@ -202,7 +208,7 @@ async def _work(job: Job, services: Services, outbox: Outbox) -> None:
             job.advance(JobState.RUNNING)
             await _run(job, services, outbox, plan, workdir)
         job.advance(JobState.DELIVERING)
-        await deliver(job, services, outbox, plan)
+        return await deliver(job, services, outbox, plan)
 
 
 async def _run(job: Job, services: Services, outbox: Outbox, plan: Plan, workdir: Path) -> None:
