@@ -60,12 +60,9 @@ def input_args(path: Path) -> list[str]:
     ]
 
 
-# Our own outputs may also be single images named by extension (image2).
-OUTPUT_WHITELIST = FORMAT_WHITELIST + ",image2"
-
-
-def probe_args(ffprobe: str, path: Path, *, ours: bool = False) -> list[str]:
-    whitelist = OUTPUT_WHITELIST if ours else FORMAT_WHITELIST
+def probe_args(ffprobe: str, path: Path) -> list[str]:
+    """ffprobe with the same file-only protocol and demuxer whitelist as FFmpeg's inputs
+    (outputs too: still images, the one kind named by extension, never reach ffprobe)."""
     return [
         ffprobe,
         "-v",
@@ -74,7 +71,7 @@ def probe_args(ffprobe: str, path: Path, *, ours: bool = False) -> list[str]:
         "-protocol_whitelist",
         "file",
         "-format_whitelist",
-        whitelist,
+        FORMAT_WHITELIST,
         "-print_format",
         "json",
         "-show_format",

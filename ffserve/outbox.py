@@ -62,6 +62,3 @@ class Outbox:
     async def close(self) -> None:
         """Queue a graceful close after the frames already queued (waits if full)."""
         await self._send.send(None)
-
-    async def aclose(self) -> None:
-        await self._send.aclose()

@@ -28,13 +28,13 @@ async def _read_isobmff(services: Services, path: Path) -> MediaInfo | None:
         return await trio.to_thread.run_sync(probe_isobmff, path)
 
 
-async def ffprobe(services: Services, path: Path, *, ours: bool) -> MediaInfo:
+async def ffprobe(services: Services, path: Path) -> MediaInfo:
     config = services.config
     # At most one probe per core: probes run outside the worker slots, and a burst of
     # uploads must not crowd out the FFmpeg runs and the event loop.
     async with services.probe_slots:
         raw = await run_capture(
-            probe_args(config.ffmpeg.ffprobe, path, ours=ours),
+            probe_args(config.ffmpeg.ffprobe, path),
             grace=config.ffmpeg.kill_grace_s,
             niceness=config.ffmpeg.niceness,
         )
@@ -51,7 +51,7 @@ async def probe_input(services: Services, path: Path) -> MediaInfo:
     try:
         info = await _read_isobmff(services, path)
         if info is None:
-            info = await ffprobe(services, path, ours=False)
+            info = await ffprobe(services, path)
     except ProcessFailed:
         raise JobError(
             "the input is not a media file of a supported format", code=ErrorCode.INVALID_MEDIA
@@ -96,6 +96,6 @@ async def verify_output(services: Services, path: Path, container: str) -> Media
             return image_info(head, size)
         # Our MP4/MOV/M4A outputs are read in-process too, ffprobe being the fallback.
         info = await _read_isobmff(services, path)
-        return info if info is not None else await ffprobe(services, path, ours=True)
+        return info if info is not None else await ffprobe(services, path)
     except (ProcessFailed, JobError, NotAnImage):
         raise JobError("FFmpeg produced an unreadable output") from None

@@ -137,7 +137,6 @@ ENCODERS: dict[str, tuple[str, ...]] = {
     "vorbis": ("libvorbis", "-q:a", "5"),
     "flac": ("flac",),
     "pcm_s16le": ("pcm_s16le",),
-    "pcm": ("pcm_s16le",),
     "ac3": ("ac3", "-b:a", "192k"),
     "alac": ("alac",),
 }
