@@ -23,7 +23,8 @@ from bench.pinger import Phase, PingLog
 from bench.plot import cdf_svg, render
 from bench.procstat import ProcessWatch, parse_stat, parse_status
 from bench.report import NOT_RUN, SCHEMA, Goal, Report, ScenarioResult
-from bench.scenarios import SCENARIOS, Bench, Sizes, big_file
+from bench.scenarios import SCENARIOS, Bench, Sizes
+from bench.scenarios.big_file import big_file
 from bench.server import Target, is_loopback
 from bench.stats import Summary, percentile, rate, ratio
 
