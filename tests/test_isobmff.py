@@ -20,7 +20,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from ffserve import isobmff
+from ffserve import isobmff_boxes
 from ffserve.isobmff import probe_isobmff
 from ffserve.media import MediaInfo, parse_probe, probe_args
 from tests.helpers import CORPUS, ffmpeg
@@ -185,13 +185,13 @@ def test_not_isobmff(tmp_path: Path) -> None:
 def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """The size of every read the reader makes."""
     sizes: list[int] = []
-    original = isobmff._Reader.read
+    original = isobmff_boxes.Reader.read
 
-    def read(self: isobmff._Reader, offset: int, length: int) -> bytes:
+    def read(self: isobmff_boxes.Reader, offset: int, length: int) -> bytes:
         sizes.append(length)
         return original(self, offset, length)
 
-    monkeypatch.setattr(isobmff._Reader, "read", read)
+    monkeypatch.setattr(isobmff_boxes.Reader, "read", read)
     yield sizes
 
 
@@ -303,7 +303,7 @@ def test_many_boxes(tmp_path: Path) -> None:
 def test_huge_moov_is_not_read(tmp_path: Path, reads: list[int]) -> None:
     """A moov over the cap is skipped unread (a sparse file: no disk is used)."""
     path = tmp_path / "huge.mp4"
-    size = isobmff.MAX_MOOV_BYTES + 1024
+    size = isobmff_boxes.MAX_MOOV_BYTES + 1024
     with path.open("wb") as f:
         f.write(FTYP + struct.pack(">I4s", size + 8, b"moov"))
         f.truncate(len(FTYP) + 8 + size)
@@ -368,7 +368,7 @@ def long_track_file(path: Path, samples: int, *, small: bool = False) -> tuple[i
         + stsz
         + stco,
     )
-    matrix = struct.pack(">9i", *isobmff.IDENTITY_MATRIX)
+    matrix = struct.pack(">9i", *isobmff_boxes.IDENTITY_MATRIX)
     mvhd = struct.pack(">IIIII", 0, 0, 0, 1000, total_duration // 8)
     mvhd += struct.pack(">IH10x", 0x10000, 0x100) + matrix + b"\0" * 24 + struct.pack(">I", 2)
     tkhd = struct.pack(">IIIIII", 7, 0, 0, 1, 0, total_duration // 8) + b"\0" * 8
@@ -398,7 +398,7 @@ def check_long_track(path: Path, info: MediaInfo | None, size: int, duration: in
 def test_long_tables_match_ffprobe(tmp_path: Path, samples: int) -> None:
     path = tmp_path / "long.mp4"
     moov_size, size, duration = long_track_file(path, samples)
-    assert moov_size <= isobmff.MAX_MOOV_BYTES
+    assert moov_size <= isobmff_boxes.MAX_MOOV_BYTES
     start = time.perf_counter()
     info = probe_isobmff(path)
     assert time.perf_counter() - start < 5
