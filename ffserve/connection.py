@@ -32,7 +32,7 @@ from ffserve.messages import (
     decode_client_message,
     job_id_of,
 )
-from ffserve.ops import inputs_expected
+from ffserve.ops import METADATA_ONLY, inputs_expected
 from ffserve.options import Options, ThumbnailOptions, parse_options
 from ffserve.outbox import Outbox, Outgoing
 from ffserve.services import Services
@@ -52,6 +52,8 @@ class Connection:
     jobs: dict[str, Job] = attrs.Factory(dict)
     # Recently ended job ids, so a late frame can be told apart from a wrong id.
     finished: deque[str] = attrs.Factory(lambda: deque(maxlen=FINISHED_MEMORY))
+    # Ids whose start_job was refused, so their uploads can be dropped without a reply.
+    refused: deque[str] = attrs.Factory(lambda: deque(maxlen=FINISHED_MEMORY))
 
     async def on_text(self, text: str) -> None:
         try:
@@ -80,6 +82,11 @@ class Connection:
             options = parse_options(message.operation, message.options)
             if isinstance(message.input, UrlInput):
                 check_url(message.input.url)
+            if message.operation in METADATA_ONLY and (message.output or message.delivery):
+                raise ValidationError(
+                    f"{message.operation} sends no file: output and delivery do not apply",
+                    field="$.output" if message.output else "$.delivery",
+                )
             if message.output is not None:
                 check_url(message.output.url, what="output.url")
                 if isinstance(options, ThumbnailOptions) and (options.count or 1) > 1:
@@ -99,7 +106,13 @@ class Connection:
             services.pool.admit()
         except FFserveError as exc:
             exc.job_id = job_id
+            if exc.code != ErrorCode.DUPLICATE_JOB:
+                # Its uploads may already be on the wire (a v1 client need not wait for
+                # the ack): they are dropped quietly, the error above was the job's last word.
+                self.refused.append(job_id)
             raise
+        if job_id in self.refused:
+            self.refused.remove(job_id)
         services.reserved_bytes += reserved
         job = Job(
             job_id,
@@ -188,6 +201,8 @@ class Connection:
     async def on_binary(self, data: bytes) -> None:
         frame = decode_binary(data)
         job = self.jobs.get(frame.job_id)
+        if job is None and frame.job_id in self.refused:
+            return
         if job is None:
             why = "has already finished" if frame.job_id in self.finished else "is unknown"
             raise ProtocolError(

@@ -25,6 +25,7 @@ from ffserve.services import Services
 if TYPE_CHECKING:
     from ffserve.job import Job
 
+FRAME_HEADER_ROOM = 4096
 # A job's last message: a binary frame, or `completed` when nothing binary follows.
 LastMessage = bytes | Completed
 
@@ -50,7 +51,8 @@ async def deliver(job: Job, services: Services, outbox: Outbox, plan: Plan) -> L
     """Verify every output, then send it the way the client asked (v1: one frame each).
 
     Returns the job's last message, unsent: the caller sends it once the job's files
-    are gone (it is in memory by then).
+    are gone (it is in memory by then). A binary one has its outbox slot taken already:
+    send it with `send_reserved`, which frees the slot if it cannot be queued.
     """
     config = services.config
     mode = "url" if job.output else (job.delivery.mode if job.delivery else "binary")
@@ -64,7 +66,8 @@ async def deliver(job: Job, services: Services, outbox: Outbox, plan: Plan) -> L
                 f"output is {size} bytes, over the {config.max_output_bytes}-byte output limit",
                 code=ErrorCode.TOO_LARGE,
             )
-        if mode == "binary" and size > config.max_message_bytes:
+        # The frame is the file plus a small header, all in one WebSocket message.
+        if mode == "binary" and size + FRAME_HEADER_ROOM > config.max_message_bytes:
             raise JobError(
                 f"output is {size} bytes, over the {config.max_message_bytes}-byte limit of a "
                 'single message; ask for chunked delivery ("delivery": {"mode": "chunked"}) '
@@ -117,30 +120,41 @@ async def deliver(job: Job, services: Services, outbox: Outbox, plan: Plan) -> L
             )
         else:
             # v1: the frame is one bytes object (trio-websocket takes nothing else), so the
-            # output is briefly held twice; chunked delivery is the bounded path.
-            async with await trio.open_file(output.path, "rb") as f:
-                data = await f.read()
+            # output is briefly held twice; chunked delivery is the bounded path. The slot
+            # comes first: jobs of a client that has stopped reading wait before reading.
+            await outbox.reserve_binary()
+            try:
+                async with await trio.open_file(output.path, "rb") as f:
+                    data = await f.read()
+            except BaseException:
+                outbox.release_binary()
+                raise
             final = encode_header(job.job_id, output.filename, **extra) + data
         if index < len(plan.outputs) - 1:
-            await outbox.send_binary(final)
+            await outbox.send_reserved(final)
     return final
 
 
 async def _send_chunks(
     outbox: Outbox, job_id: str, path: Path, filename: str, chunk: int, extra: dict[str, Any]
 ) -> bytes:
-    """Chunked delivery: frames with offsets, the last one (returned, not sent) marked
-    final. The bounded outbox makes a slow reader slow down only this loop."""
+    """Chunked delivery: frames with offsets, the last one (returned, not sent, its slot
+    taken) marked final. The bounded outbox makes a slow reader slow down only this loop."""
     size = (await trio.Path(path).stat()).st_size
     offset = 0
     async with await trio.open_file(path, "rb") as f:
         while True:
-            data = await f.read(chunk)
+            await outbox.reserve_binary()
+            try:
+                data = await f.read(chunk)
+            except BaseException:
+                outbox.release_binary()
+                raise
             final = offset + len(data) >= size
             header = encode_header(job_id, filename, offset=offset, final=final, **extra)
             if final:
                 return header + data
-            await outbox.send_binary(header + data)
+            await outbox.send_reserved(header + data)
             offset += len(data)
 
 

@@ -178,7 +178,7 @@ async def _work(job: Job, services: Services, outbox: Outbox) -> None:
     final = await _steps(job, services, outbox)
     job.finish()
     if isinstance(final, bytes):
-        await outbox.send_binary(final)
+        await outbox.send_reserved(final)  # its slot was taken before it was read
     else:
         await outbox.send(final)
 
@@ -194,8 +194,18 @@ async def _steps(job: Job, services: Services, outbox: Outbox) -> LastMessage:
                 f"input not complete within {config.jobs.input_timeout_s:g} s",
                 code=ErrorCode.TIMEOUT,
             ) from None
-        # Probing is the server's work, outside the client's input deadline.
-        sources = [Source(path, await probe_input(services, path), name) for path, name in paths]
+        # Probing is the server's work, outside the client's input deadline, but bounded:
+        # a file built to keep ffprobe busy must not hold a probe slot for long.
+        try:
+            with trio.fail_after(config.jobs.timeout_s):
+                sources = [
+                    Source(path, await probe_input(services, path), name) for path, name in paths
+                ]
+        except trio.TooSlowError:
+            raise JobError(
+                f"reading the input's metadata took longer than {config.jobs.timeout_s:g} s",
+                code=ErrorCode.TIMEOUT,
+            ) from None
         if job.operation in METADATA_ONLY:
             job.advance(JobState.QUEUED)
             job.advance(JobState.DELIVERING)

@@ -39,11 +39,24 @@ class Outbox:
         await self._send.send(encode(message))
 
     async def send_binary(self, data: bytes) -> None:
+        await self.reserve_binary()
+        await self.send_reserved(data)
+
+    async def reserve_binary(self) -> None:
+        """Take a binary-frame slot. Take it before reading a file into memory, so a
+        reader that has stalled pins at most BINARY_IN_FLIGHT frames' bytes."""
         await self._binary_slots.acquire()
+
+    def release_binary(self) -> None:
+        """Give back a slot taken by `reserve_binary` for a frame that will not be sent."""
+        self._binary_slots.release()
+
+    async def send_reserved(self, data: bytes) -> None:
+        """Queue a binary frame whose slot is taken; the writer frees it once sent."""
         try:
             await self._send.send(data)
         except BaseException:
-            self._binary_slots.release()
+            self.release_binary()
             raise
 
     def sent(self, frame: Frame) -> None:

@@ -71,3 +71,37 @@ async def test_output_url_with_several_outputs_is_refused_at_start(server: Endpo
                 "t",
             )
             assert error["details"]["field"] == "$.output"
+
+
+async def test_a_refused_job_says_nothing_more_about_its_upload(
+    server: Endpoints, media: Media
+) -> None:
+    """v1 clients send the upload right after start_job; if the job is refused, its
+    error is the only message for that job."""
+    with trio.fail_after(30):
+        async with connect(server.url) as client:
+            await client.start("r", "speed", {"speed_factor": 99})
+            await client.upload("r", media.clip)
+            error = await client.recv_json()
+            assert (error["code"], error["job_id"]) == ("VALIDATION_ERROR", "r")
+            await client.send({"type": "ping"})
+            assert await client.recv_json() == {"type": "pong"}
+            # The id is not poisoned: the same id can be a good job afterwards.
+            result = await client.run("thumbnail", media.clip, {"timestamp": 0.5}, job_id="r")
+            assert result.final["type"] == "completed", result.final
+
+
+async def test_probe_with_an_output_url_is_refused(server: Endpoints) -> None:
+    with trio.fail_after(30):
+        async with connect(server.url) as client:
+            await client.send(
+                {
+                    "type": "start_job",
+                    "job_id": "p",
+                    "operation": "probe",
+                    "input": {"source": "upload"},
+                    "output": {"url": "https://example.com/x"},
+                }
+            )
+            error = await client.recv_json()
+            assert (error["code"], error["details"]["field"]) == ("VALIDATION_ERROR", "$.output")
