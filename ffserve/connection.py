@@ -190,7 +190,7 @@ class Connection:
                 code=ErrorCode.CANCEL_FAILED,
                 job_id=message.job_id,
             )
-        if job.state in (JobState.DELIVERING, JobState.DONE):
+        if job.failing or job.state in (JobState.DELIVERING, JobState.DONE):
             raise FFserveError(
                 f"job {message.job_id!r} has already finished processing",
                 code=ErrorCode.CANCEL_FAILED,

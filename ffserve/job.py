@@ -58,6 +58,7 @@ class Job:
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     state: JobState = JobState.RECEIVING
     cancel_requested: bool = False
+    failing: bool = False
     delivery: Delivery | None = None
     output: OutputTarget | None = None
     reserved_bytes: int = 0
@@ -187,38 +188,46 @@ async def _steps(job: Job, services: Services, outbox: Outbox) -> LastMessage:
     config = services.config
     async with job_dir(services.workspace) as workdir:
         try:
-            with trio.fail_after(config.jobs.input_timeout_s):
-                paths = await receive_input(job, services, outbox, workdir)
-        except trio.TooSlowError:
-            raise JobError(
-                f"input not complete within {config.jobs.input_timeout_s:g} s",
-                code=ErrorCode.TIMEOUT,
-            ) from None
-        # Probing is the server's work, outside the client's input deadline, but bounded:
-        # a file built to keep ffprobe busy must not hold a probe slot for long.
-        try:
-            with trio.fail_after(config.jobs.timeout_s):
-                sources = [
-                    Source(path, await probe_input(services, path), name) for path, name in paths
-                ]
-        except trio.TooSlowError:
-            raise JobError(
-                f"reading the input's metadata took longer than {config.jobs.timeout_s:g} s",
-                code=ErrorCode.TIMEOUT,
-            ) from None
-        if job.operation in METADATA_ONLY:
+            try:
+                with trio.fail_after(config.jobs.input_timeout_s):
+                    paths = await receive_input(job, services, outbox, workdir)
+            except trio.TooSlowError:
+                raise JobError(
+                    f"input not complete within {config.jobs.input_timeout_s:g} s",
+                    code=ErrorCode.TIMEOUT,
+                ) from None
+            # Probing is the server's work, outside the client's input deadline, but bounded:
+            # a file built to keep ffprobe busy must not hold a probe slot for long.
+            try:
+                with trio.fail_after(config.jobs.timeout_s):
+                    sources = [
+                        Source(path, await probe_input(services, path), name)
+                        for path, name in paths
+                    ]
+            except trio.TooSlowError:
+                raise JobError(
+                    f"reading the input's metadata took longer than {config.jobs.timeout_s:g} s",
+                    code=ErrorCode.TIMEOUT,
+                ) from None
+            if job.operation in METADATA_ONLY:
+                job.advance(JobState.QUEUED)
+                job.advance(JobState.DELIVERING)
+                metadata = full_metadata(sources[0].info)
+                return Completed(job.job_id, metadata, "none", f"{job.operation} completed")
+            plan = build_plan(job.operation, job.options, sources, workdir)
             job.advance(JobState.QUEUED)
+            outbox.offer(Progress(job.job_id, 0.0, "queued"))
+            async with services.pool.slot(job.owner):
+                job.advance(JobState.RUNNING)
+                await _run(job, services, outbox, plan, workdir)
             job.advance(JobState.DELIVERING)
-            metadata = full_metadata(sources[0].info)
-            return Completed(job.job_id, metadata, "none", f"{job.operation} completed")
-        plan = build_plan(job.operation, job.options, sources, workdir)
-        job.advance(JobState.QUEUED)
-        outbox.offer(Progress(job.job_id, 0.0, "queued"))
-        async with services.pool.slot(job.owner):
-            job.advance(JobState.RUNNING)
-            await _run(job, services, outbox, plan, workdir)
-        job.advance(JobState.DELIVERING)
-        return await deliver(job, services, outbox, plan)
+            return await deliver(job, services, outbox, plan)
+        except Exception:
+            # The job has failed: from here on a cancel_job cannot change its outcome,
+            # even while its files are being removed (its id stays taken until its error
+            # is queued, so the error cannot follow another job's ack for the same id).
+            job.failing = True
+            raise
 
 
 async def _run(job: Job, services: Services, outbox: Outbox, plan: Plan, workdir: Path) -> None:

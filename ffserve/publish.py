@@ -15,13 +15,28 @@ import httpx
 import trio
 
 from ffserve.errors import ErrorCode, JobError
-from ffserve.fetch import check_url, pinned_request, resolve_in_time
+from ffserve.fetch import IPAddress, check_url, pinned_request, resolve_in_time
 
 READ_BYTES = 1024 * 1024
 
 
 def _failed(message: str) -> JobError:
     return JobError(message, code=ErrorCode.URL_UPLOAD_FAILED)
+
+
+async def _put(
+    client: httpx.AsyncClient,
+    target: httpx.URL,
+    address: IPAddress,
+    headers: dict[str, str],
+    path: Path,
+) -> httpx.Response:
+    request = pinned_request(client, "PUT", target, address, headers=headers, content=_body(path))
+    # Streamed and closed unread: only the status matters, and a body the other end
+    # chose (endless, or slow) must cost neither memory nor time.
+    response = await client.send(request, stream=True)
+    await response.aclose()
+    return response
 
 
 def public_location(url: httpx.URL) -> str:
@@ -47,14 +62,16 @@ async def put_file(
     addresses = await resolve_in_time(client, target, allow_private, _failed)
     size = (await trio.Path(path).stat()).st_size
     headers = {"Content-Length": str(size), "Content-Type": content_type}
-    request = pinned_request(
-        client, "PUT", target, addresses[0], headers=headers, content=_body(path)
-    )
     try:
-        # Streamed and closed unread: only the status matters, and a body the other
-        # end chose (endless, or slow) must cost neither memory nor time.
-        response = await client.send(request, stream=True)
-        await response.aclose()
+        *others, last = addresses
+        for address in others:  # the checked addresses in turn, as URL input does
+            try:
+                response = await _put(client, target, address, headers, path)
+                break
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                continue
+        else:
+            response = await _put(client, target, last, headers, path)
     except httpx.TimeoutException:
         raise _failed("uploading to the output URL timed out") from None
     except httpx.HTTPError as exc:
