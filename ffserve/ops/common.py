@@ -300,6 +300,12 @@ def even_fix(size: tuple[int, int]) -> list[str]:
     return [] if w % 2 == 0 and h % 2 == 0 else [f"scale={even(w)}:{even(h)}"]
 
 
+def reencode_video(size: tuple[int, int] | None, codec: str = "h264") -> list[str]:
+    """Encode the video as it is, scaled to an even size first when it is odd."""
+    vf = even_fix(size or (2, 2))
+    return [*(["-filter:v", ",".join(vf)] if vf else []), *encode_video(codec)]
+
+
 def audio_family(source: Source) -> Container:
     """The audio-only container that keeps an audio input in its own family."""
     audio = source.info.audio

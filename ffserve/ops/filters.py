@@ -21,6 +21,7 @@ from ffserve.ops.common import (
     num,
     output_args,
     read,
+    reencode_video,
     require_audio,
     require_video,
     write,
@@ -137,8 +138,7 @@ def apply_filters(options: FilterOptions, source: Source, workdir: Path) -> Plan
                 video.codec, container
             )  # audio-only filtering leaves the video untouched
         else:
-            vf = even_fix(video.display_size or (2, 2))
-            args += [*(["-filter:v", ",".join(vf)] if vf else []), *encode_video()]
+            args += reencode_video(video.display_size)
         if info.audio is not None:
             args += ["-map", f"0:{info.audio.index}"]
             if audio_chain:

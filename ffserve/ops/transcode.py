@@ -13,11 +13,11 @@ from ffserve.ops.common import (
     audio_family,
     copy_video,
     encode_audio,
-    encode_video,
     even_fix,
     fit_within,
     output_args,
     read,
+    reencode_video,
     require_audio,
     require_timeline,
     require_video,
@@ -131,8 +131,7 @@ def remove_audio(options: RemoveAudioOptions, source: Source, workdir: Path) -> 
         stage = "processing (stream copy)"
     else:
         container = CONTAINERS["mp4"]
-        vf = even_fix(size)
-        args += [*(["-filter:v", ",".join(vf)] if vf else []), *encode_video()]
+        args += reencode_video(size)
         stage = "processing (re-encoding video)"
     output = write(workdir, source, "noaudio", container)
     return Plan(tuple([*args, *output_args(output, container)]), (output,), duration, stage)
@@ -181,11 +180,7 @@ def convert(options: ConvertOptions, source: Source, workdir: Path) -> Plan:
         else:
             if options.stream_copy and options.video_codec is None:
                 notes.append(f"video {video.codec} cannot be copied into {container.ext}")
-            vf = even_fix(video.display_size or (2, 2))
-            args += [
-                *(["-filter:v", ",".join(vf)] if vf else []),
-                *encode_video(codec or container.default_video or "h264"),
-            ]
+            args += reencode_video(video.display_size, codec or container.default_video or "h264")
     if info.audio is not None and container.audio_codecs:
         codec = _codec_name(options.audio_codec or "")
         args += ["-map", f"0:{info.audio.index}"]
