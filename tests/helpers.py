@@ -170,9 +170,8 @@ def duration(info: dict[str, Any]) -> float:
     return float(info["format"]["duration"])
 
 
-def child_pids() -> list[int]:
-    """Live (non-zombie) child processes of this test process."""
-    me = os.getpid()
+def children_of(parent: int) -> list[tuple[int, str, str]]:
+    """(pid, state, start time) of each process whose parent is `parent`, from /proc."""
     children = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -182,9 +181,15 @@ def child_pids() -> list[int]:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == me:
-            children.append(int(entry.name))
+        if int(fields[1]) == parent:
+            children.append((int(entry.name), fields[0], fields[19]))
     return children
+
+
+def child_pids() -> list[int]:
+    """Child processes of this test process, running or not yet reaped (a zombie left
+    behind is a leak too)."""
+    return [pid for pid, _, _ in children_of(os.getpid())]
 
 
 async def wait_no_children(seconds: float = 2.0) -> list[int]:

@@ -25,7 +25,7 @@ from trio_websocket import ConnectionClosed
 
 from ffserve.server import Endpoints
 from tests.conftest import BLOCKER_OPTIONS, Media, StartServer
-from tests.helpers import Client, connect, next_error, wait_for
+from tests.helpers import Client, children_of, connect, next_error, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 LISTENING = re.compile(r"listening on (ws://\S+) \(HTTP on port (\d+)\)")
@@ -45,18 +45,7 @@ class ServerProcess:
 
     def ffmpeg_children(self) -> set[tuple[int, str]]:
         """(pid, start time) of the server's live children: pids may be reused."""
-        found = set()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[1]) == self.process.pid and fields[0] != "Z":
-                found.add((int(entry.name), fields[19]))
-        return found
+        return {(pid, start) for pid, state, start in children_of(self.process.pid) if state != "Z"}
 
 
 def still_alive(children: set[tuple[int, str]]) -> set[tuple[int, str]]:
