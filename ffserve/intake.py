@@ -15,7 +15,6 @@ import trio
 from ffserve.errors import ErrorCode, JobError, ProtocolError
 from ffserve.fetch import FetchPolicy, fetch_to_file
 from ffserve.messages import Error, FileSpec, UploadInput, UploadProgress, UrlInput
-from ffserve.ops import inputs_expected
 from ffserve.outbox import Outbox
 from ffserve.services import Services
 from ffserve.upload import UploadState
@@ -29,7 +28,7 @@ async def receive_input(
 ) -> list[tuple[Path, str]]:
     """Every input file on disk, as (path, client's name), in order."""
     config = services.config
-    total = inputs_expected(job.options)
+    total = job.inputs_total
     paths = []
     if isinstance(job.input, UrlInput):
         path = workdir / ("input_00" if total > 1 else "input")

@@ -62,22 +62,24 @@ class Job:
     delivery: Delivery | None = None
     output: OutputTarget | None = None
     reserved_bytes: int = 0
-    uploads_expected: int = 0
+    inputs_total: int = attrs.field(init=False)  # files the job takes, URL included
     uploads_received: int = 0
     _uploads: tuple[trio.MemorySendChannel[BinaryFrame], trio.MemoryReceiveChannel[BinaryFrame]] = (
         attrs.field(init=False)
     )
 
     def __attrs_post_init__(self) -> None:
-        expected = inputs_expected(self.options)
-        if isinstance(self.input, UrlInput):
-            expected -= 1  # the URL is the first input; any others are uploads
-        self.uploads_expected = expected
+        self.inputs_total = inputs_expected(self.options)
         # Uploads wait in memory only a frame or two deep: the reader waits for the job to
         # write the previous one to disk, so neither a fast chunked uploader nor a
         # 50-file v1 concat can make the server hold more than that.
         depth = CHUNKS_IN_FLIGHT if self.chunked else 1
         self._uploads = trio.open_memory_channel[BinaryFrame](depth)
+
+    @property
+    def uploads_expected(self) -> int:
+        # A URL is the first input; any others are uploads.
+        return self.inputs_total - (1 if isinstance(self.input, UrlInput) else 0)
 
     @property
     def chunked(self) -> bool:
