@@ -14,11 +14,10 @@ from collections import deque
 
 import attrs
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from ffserve.errors import AdmissionError, ErrorCode, FFserveError, ProtocolError, ValidationError
 from ffserve.fetch import check_url
-from ffserve.framing import decode_binary
+from ffserve.framing import BinaryFrame, UploadPart, decode_header
 from ffserve.job import Job, run_job
 from ffserve.messages import (
     Ack,
@@ -37,11 +36,15 @@ from ffserve.options import Options, ThumbnailOptions, parse_options
 from ffserve.outbox import Outbox, Outgoing
 from ffserve.services import Services
 from ffserve.state import JobState
+from ffserve.websocket import ConnectionClosed, WebSocket, WebSocketRequest
+from ffserve.wsframes import GOING_AWAY, BinaryPart, TextPart
 
 log = logging.getLogger(__name__)
 FINISHED_MEMORY = 256
 # No control message needs more; files travel in binary frames.
 MAX_TEXT_CHARS = 1024 * 1024
+# How long a client told to go may take to answer the close frame.
+CLOSE_HANDSHAKE_S = 5.0
 
 
 @attrs.define(eq=False)
@@ -54,8 +57,10 @@ class Connection:
     finished: deque[str] = attrs.Factory(lambda: deque(maxlen=FINISHED_MEMORY))
     # Ids whose start_job was refused, so their uploads can be dropped without a reply.
     refused: deque[str] = attrs.Factory(lambda: deque(maxlen=FINISHED_MEMORY))
+    _text: IncomingText = attrs.Factory(lambda: IncomingText())
+    _binary: IncomingBinary = attrs.Factory(lambda: IncomingBinary())
 
-    async def on_text(self, text: str) -> None:
+    async def on_message(self, text: str) -> None:
         try:
             message = decode_client_message(text)
         except FFserveError as exc:
@@ -198,11 +203,75 @@ class Connection:
             )
         job.cancel()
 
-    async def on_binary(self, data: bytes) -> None:
-        frame = decode_binary(data)
+    async def on_text(self, part: TextPart) -> None:
+        """Collect a text message; at its end, handle it. Past MAX_TEXT_CHARS the rest is
+        dropped unread (no control message needs more) and the message refused."""
+        incoming = self._text
+        if incoming.size <= MAX_TEXT_CHARS:
+            incoming.parts.append(part.text)
+        incoming.size += len(part.text)
+        if not part.last:
+            return
+        self._text = IncomingText()
+        if incoming.size > MAX_TEXT_CHARS:
+            raise ProtocolError(
+                f"text message of {incoming.size} characters; the limit is {MAX_TEXT_CHARS}",
+                code=ErrorCode.INVALID_JSON,
+            )
+        await self.on_message("".join(incoming.parts))
+
+    async def on_binary(self, part: BinaryPart) -> None:
+        """Route a piece of a binary message: its header names the job; a chunk goes to
+        it whole (it is checked whole before a byte is written), a v1 upload piece by
+        piece. A message nobody takes is read to its end and dropped."""
+        incoming = self._binary
+        if part.last:
+            self._binary = IncomingBinary()
+        if incoming.dropping:
+            return
+        data: bytes | bytearray | memoryview = part.data
+        if incoming.frame is None:
+            incoming.head += data
+            try:
+                frame = decode_header(incoming.head, complete=part.last)
+            except ProtocolError:
+                incoming.dropping = True
+                raise
+            if frame is None:
+                return
+            incoming.frame, data = frame, bytes(frame.payload)
+            incoming.head = bytearray()
+            incoming.dropping = True  # until the job is found and takes it
+            incoming.job = self._route(frame)
+            if incoming.job is None:
+                return
+            incoming.dropping = False
+        job = incoming.job
+        assert job is not None
+        incoming.size += len(data)
+        if job.chunked:
+            # A chunk past the limit is counted, not kept: the job refuses it by its size.
+            if incoming.size <= self.services.config.chunk_bytes:
+                incoming.chunk += data
+            if not part.last:
+                return
+            over = incoming.size > self.services.config.chunk_bytes
+            data = b"" if over else incoming.chunk
+            piece = attrs.evolve(incoming.frame, payload=memoryview(data))
+            taken = await job.feed_upload(UploadPart(piece, incoming.size, True, dropped=over))
+        else:
+            piece = attrs.evolve(incoming.frame, payload=memoryview(data))
+            taken = await job.feed_upload(UploadPart(piece, incoming.size, part.last))
+        incoming.dropping = not taken
+
+    def _route(self, frame: BinaryFrame) -> Job | None:
+        """The job a binary frame is for, or None to drop it quietly (its job was refused).
+
+        Errors: ProtocolError(INVALID_BINARY) for an unknown or finished job, or one not
+        waiting for an upload."""
         job = self.jobs.get(frame.job_id)
         if job is None and frame.job_id in self.refused:
-            return
+            return None
         if job is None:
             why = "has already finished" if frame.job_id in self.finished else "is unknown"
             raise ProtocolError(
@@ -210,7 +279,27 @@ class Connection:
                 code=ErrorCode.INVALID_BINARY,
                 job_id=frame.job_id,
             )
-        await job.accept_upload(frame)
+        job.begin_upload()
+        return job
+
+
+@attrs.define
+class IncomingText:
+    parts: list[str] = attrs.Factory(list)
+    size: int = 0
+
+
+@attrs.define
+class IncomingBinary:
+    """The binary message being received: its header bytes until they decode, then the
+    job its payload goes to; `dropping` once nobody takes the rest."""
+
+    head: bytearray = attrs.Factory(bytearray)
+    frame: BinaryFrame | None = None
+    job: Job | None = None
+    chunk: bytearray = attrs.Factory(bytearray)
+    size: int = 0
+    dropping: bool = False
 
 
 async def serve_connection(request: WebSocketRequest, services: Services) -> None:
@@ -240,22 +329,17 @@ async def serve_connection(request: WebSocketRequest, services: Services) -> Non
         metrics.connections -= 1
 
 
-async def _read(ws: WebSocketConnection, connection: Connection) -> None:
+async def _read(ws: WebSocket, connection: Connection) -> None:
     while True:
         try:
-            data = await ws.get_message()
+            part = await ws.receive()
         except ConnectionClosed:
             return
         try:
-            if isinstance(data, str):
-                if len(data) > MAX_TEXT_CHARS:  # before json.loads multiplies it
-                    raise ProtocolError(
-                        f"text message of {len(data)} characters; the limit is {MAX_TEXT_CHARS}",
-                        code=ErrorCode.INVALID_JSON,
-                    )
-                await connection.on_text(data)
+            if isinstance(part, TextPart):
+                await connection.on_text(part)
             else:
-                await connection.on_binary(data)
+                await connection.on_binary(part)
         except FFserveError as exc:
             await connection.outbox.send(Error(exc.code, exc.message, exc.job_id, exc.details))
         except Exception:
@@ -277,21 +361,22 @@ async def _close_when_stopping(services: Services, outbox: Outbox) -> None:
 
 
 async def _write(
-    ws: WebSocketConnection,
+    ws: WebSocket,
     outbox: Outbox,
     outgoing: trio.MemoryReceiveChannel[Outgoing],
     connection_scope: trio.CancelScope,
 ) -> None:
     async with outgoing:
         async for frame in outgoing:
+            if frame is None:
+                # The reader ends the connection when the client answers the close frame;
+                # one that never does is cut off.
+                await ws.close(GOING_AWAY, "server shutting down")
+                await trio.sleep(CLOSE_HANDSHAKE_S)
+                break
             try:
-                if frame is None:
-                    await ws.aclose(1001, "server shutting down")
-                else:
-                    await ws.send_message(frame)
-                    outbox.sent(frame)
-                    continue
+                await ws.send(frame)
             except ConnectionClosed:
-                pass
-            connection_scope.cancel()  # the client is gone (or told to go): so are its jobs
-            return
+                break
+            outbox.sent(frame)
+    connection_scope.cancel()  # the client is gone (or told to go): so are its jobs

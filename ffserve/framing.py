@@ -26,6 +26,17 @@ class BinaryFrame:
     extra: dict[str, Any] = attrs.field(factory=dict)
 
 
+@attrs.frozen
+class UploadPart:
+    """A binary frame's payload, whole or a piece of it, on its way to its job."""
+
+    frame: BinaryFrame  # the frame's header, with this piece as its payload
+    size: int  # the frame's payload bytes up to the end of this piece
+    last: bool  # the frame ends here
+    # A chunk over the limit arrives with its size but without its bytes, dropped unread.
+    dropped: bool = False
+
+
 def _invalid(message: str, job_id: str | None = None) -> ProtocolError:
     return ProtocolError(message, code=ErrorCode.INVALID_BINARY, job_id=job_id)
 
@@ -36,11 +47,28 @@ def decode_binary(frame: bytes | bytearray) -> BinaryFrame:
     Errors: ProtocolError(INVALID_BINARY) for a short frame, a header length that runs
     past the frame, a header that is not a JSON object, or a missing/mistyped job_id.
     """
-    view = memoryview(frame)
+    decoded = decode_header(frame, complete=True)
+    assert decoded is not None
+    return decoded
+
+
+def decode_header(start: bytes | bytearray, *, complete: bool) -> BinaryFrame | None:
+    """Decode the header at the start of a binary frame; `payload` is the rest of `start`.
+
+    None while `start` is too short to hold the header and the frame may go on
+    (`complete` false). Errors: as `decode_binary`, as soon as the bytes show them.
+    """
+    view = memoryview(start)
     if len(view) < _LENGTH.size:
+        if not complete:
+            return None
         raise _invalid(f"binary frame too short: {len(view)} bytes, need at least 4")
     (length,) = _LENGTH.unpack_from(view)
-    if length == 0 or length > MAX_HEADER_BYTES or _LENGTH.size + length > len(view):
+    if length == 0 or length > MAX_HEADER_BYTES:
+        raise _invalid(f"binary frame header length {length} is not 1 to {MAX_HEADER_BYTES}")
+    if _LENGTH.size + length > len(view):
+        if not complete:
+            return None
         raise _invalid(
             f"binary frame header length {length} does not fit a frame of {len(view)} bytes"
         )

@@ -55,17 +55,29 @@ async def receive_input(
 
 
 async def _receive_whole(job: Job, services: Services, path: Path) -> str:
-    """A v1 upload: one binary frame holds the whole file."""
-    limit = services.config.max_upload_bytes
-    frame = await job.next_upload()
-    if len(frame.payload) > limit:
-        raise JobError(
-            f"upload is {len(frame.payload)} bytes; the limit is {limit} bytes",
-            code=ErrorCode.TOO_LARGE,
-        )
+    """A v1 upload: one binary message holds the whole file. It is written piece by piece
+    as it arrives, so it is never held whole, and refused the moment it passes a limit."""
+    config = services.config
+    part = await job.next_upload()
     async with await trio.open_file(path, "wb") as out:
-        await out.write(frame.payload)
-    return frame.filename
+        while True:
+            if part.size > config.max_message_bytes:
+                raise JobError(
+                    f"a v1 upload is one WebSocket message of at most {config.max_message_bytes}"
+                    " bytes; send larger files in chunks (input.files with their sizes, "
+                    "docs/protocol.md 8.4)",
+                    code=ErrorCode.TOO_LARGE,
+                    details={"max_message_bytes": config.max_message_bytes},
+                )
+            if part.size > config.max_upload_bytes:
+                raise JobError(
+                    f"upload is over the limit of {config.max_upload_bytes} bytes",
+                    code=ErrorCode.TOO_LARGE,
+                )
+            await out.write(part.frame.payload)
+            if part.last:
+                return part.frame.filename
+            part = await job.next_upload()
 
 
 async def _receive_chunked(
@@ -77,12 +89,11 @@ async def _receive_chunked(
     name = ""
     async with await trio.open_file(path, "wb") as out:
         while not upload.complete:
-            frame = await job.next_upload()
+            part = await job.next_upload()
+            frame = part.frame
             offset = frame.extra.get("offset")
             try:
-                upload.check(
-                    job.job_id, offset if type(offset) is int else None, len(frame.payload)
-                )
+                upload.check(job.job_id, offset if type(offset) is int else None, part.size)
             except ProtocolError as exc:  # refused chunk; the upload carries on
                 await outbox.send(Error(exc.code, exc.message, job.job_id, exc.details))
                 continue

@@ -18,7 +18,7 @@ import trio
 
 from ffserve.delivery import LastMessage, deliver
 from ffserve.errors import ErrorCode, FFserveError, JobError, ProtocolError
-from ffserve.framing import BinaryFrame
+from ffserve.framing import UploadPart
 from ffserve.intake import receive_input
 from ffserve.media import full_metadata
 from ffserve.messages import (
@@ -64,17 +64,16 @@ class Job:
     reserved_bytes: int = 0
     inputs_total: int = attrs.field(init=False)  # files the job takes, URL included
     uploads_received: int = 0
-    _uploads: tuple[trio.MemorySendChannel[BinaryFrame], trio.MemoryReceiveChannel[BinaryFrame]] = (
+    _uploads: tuple[trio.MemorySendChannel[UploadPart], trio.MemoryReceiveChannel[UploadPart]] = (
         attrs.field(init=False)
     )
 
     def __attrs_post_init__(self) -> None:
         self.inputs_total = inputs_expected(self.options)
-        # Uploads wait in memory only a frame or two deep: the reader waits for the job to
-        # write the previous one to disk, so neither a fast chunked uploader nor a
-        # 50-file v1 concat can make the server hold more than that.
-        depth = CHUNKS_IN_FLIGHT if self.chunked else 1
-        self._uploads = trio.open_memory_channel[BinaryFrame](depth)
+        # Uploads wait in memory only a chunk or two deep (a v1 upload: a couple of the
+        # pieces it arrives in): the reader waits for the job to write the previous one
+        # to disk, so no uploader can make the server hold more than that.
+        self._uploads = trio.open_memory_channel[UploadPart](CHUNKS_IN_FLIGHT)
 
     @property
     def uploads_expected(self) -> int:
@@ -93,29 +92,33 @@ class Job:
         reads that message may reuse the job id at once, before this task has unwound."""
         self.state = JobState.DONE
 
-    async def accept_upload(self, frame: BinaryFrame) -> None:
-        """Route a binary frame to this job; waits while earlier frames are being written.
+    def begin_upload(self) -> None:
+        """A binary frame for this job has begun; its pieces follow through `feed_upload`.
 
         Errors: ProtocolError(INVALID_BINARY) when the job is not waiting for an upload.
         """
-        refused = ProtocolError(
-            f"job {self.job_id!r} is not waiting for an upload"
-            + ("" if self.uploads_expected else " (its input is a URL)"),
-            code=ErrorCode.INVALID_BINARY,
-            job_id=self.job_id,
-        )
-        if self.state is not JobState.RECEIVING:
-            raise refused
+        if self.state is not JobState.RECEIVING or (
+            not self.chunked and self.uploads_received >= self.uploads_expected
+        ):
+            raise ProtocolError(
+                f"job {self.job_id!r} is not waiting for an upload"
+                + ("" if self.uploads_expected else " (its input is a URL)"),
+                code=ErrorCode.INVALID_BINARY,
+                job_id=self.job_id,
+            )
         if not self.chunked:
-            if self.uploads_received >= self.uploads_expected:
-                raise refused
             self.uploads_received += 1
-        try:
-            await self._uploads[0].send(frame)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise refused from None
 
-    async def next_upload(self) -> BinaryFrame:
+    async def feed_upload(self, part: UploadPart) -> bool:
+        """Hand the job a piece of its frame; waits while earlier ones are being written.
+        False once the job takes no more (it ended, and said why): drop the rest."""
+        try:
+            await self._uploads[0].send(part)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
+
+    async def next_upload(self) -> UploadPart:
         return await self._uploads[1].receive()
 
     def frame_waiting(self) -> bool:

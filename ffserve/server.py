@@ -18,7 +18,6 @@ import subprocess
 
 import attrs
 import trio
-from trio_websocket import WebSocketRequest, WebSocketServer, serve_websocket
 
 from ffserve.config import Config
 from ffserve.connection import serve_connection
@@ -26,9 +25,11 @@ from ffserve.fetch import open_http_client
 from ffserve.http import serve_http
 from ffserve.pool import WorkerPool
 from ffserve.services import Services
+from ffserve.websocket import WebSocketRequest, serve_websocket
 from ffserve.workspace import open_workspace
 
 log = logging.getLogger(__name__)
+Listeners = list[trio.SocketListener]
 
 
 @attrs.frozen
@@ -85,25 +86,22 @@ async def serve(
             async with trio.open_nursery() as connections:
                 listener = trio.CancelScope()
 
-                async def listen(*, task_status: trio.TaskStatus[WebSocketServer]) -> None:
+                async def listen(
+                    *, task_status: trio.TaskStatus[list[trio.SocketListener]]
+                ) -> None:
                     with listener:
                         await serve_websocket(
                             handler,
                             server.host,
                             server.port,
-                            None,
                             handler_nursery=connections,
-                            # One message is held whole in memory: v1 files are capped by
-                            # max_message_mb (1009 above it), chunks by chunk_kb + header.
-                            max_message_size=max(
-                                config.max_message_bytes, config.chunk_bytes + 65536 + 4
-                            ),
-                            receive_buffer_size=server.receive_buffer_kb * 1024,
-                            connect_timeout=server.handshake_timeout_s,
+                            handshake_timeout=server.handshake_timeout_s,
+                            receive_size=server.receive_buffer_kb * 1024,
                             task_status=task_status,
                         )
 
-                port = (await top.start(listen)).port
+                listeners = await top.start(listen)
+                port = listeners[0].socket.getsockname()[1]
                 endpoints = Endpoints(server.host, port, http_port)
                 log.info("ffserve listening on %s (HTTP on port %d)", endpoints.url, http_port)
                 task_status.started(endpoints)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import struct
@@ -23,6 +24,15 @@ if "FFSERVE_CORPUS" in os.environ:
 def binary_frame(job_id: str, filename: str, payload: bytes, **extra: Any) -> bytes:
     header = json.dumps({"job_id": job_id, "filename": filename, **extra}).encode()
     return struct.pack(">I", len(header)) + header + payload
+
+
+def upgrade_request(port: int) -> bytes:
+    """A WebSocket opening handshake request, as a client sends it."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
 
 
 def split_frame(frame: bytes) -> tuple[dict[str, Any], bytes]:

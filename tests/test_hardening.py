@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import os
 import socket
 import struct
 
@@ -11,15 +9,7 @@ import trio
 
 from ffserve.server import Endpoints
 from tests.conftest import Media
-from tests.helpers import connect
-
-
-def _upgrade_request(port: int) -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    return (
-        f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
+from tests.helpers import connect, upgrade_request
 
 
 async def test_clients_resetting_mid_handshake_do_not_stop_the_server(
@@ -28,7 +18,7 @@ async def test_clients_resetting_mid_handshake_do_not_stop_the_server(
     with trio.fail_after(30):
         for _ in range(30):
             stream = await trio.open_tcp_stream("127.0.0.1", server.port)
-            await stream.send_all(_upgrade_request(server.port))
+            await stream.send_all(upgrade_request(server.port))
             # SO_LINGER 0: close with a TCP reset while the server is accepting.
             stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             stream.socket.close()

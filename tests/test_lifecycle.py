@@ -532,6 +532,6 @@ async def test_ack_cancelled_on_full_outbox_releases_admission(tmp_path: Path) -
             await outbox.send_binary(b"fills the outbox")
             with trio.CancelScope() as scope:
                 nursery.start_soon(cancel_when_blocked, scope)
-                await connection.on_text(START_TEXT)
+                await connection.on_message(START_TEXT)
             assert scope.cancelled_caught
             assert pool.admitted == 0 and connection.jobs == {}

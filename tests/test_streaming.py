@@ -24,11 +24,20 @@ from typing import Any
 import attrs
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
+from trio_websocket import WebSocketConnection
 
 from ffserve.server import Endpoints
 from tests.conftest import Media, StartServer
-from tests.helpers import binary_frame, connect, duration, job_dirs, probe, split_frame, streams
+from tests.helpers import (
+    JobResult,
+    binary_frame,
+    connect,
+    duration,
+    job_dirs,
+    probe,
+    split_frame,
+    streams,
+)
 from tests.streaming_client import (
     MiB,
     Transfer,
@@ -86,6 +95,13 @@ def medium(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("medium") / "medium.mkv"
     trio.run(make_big, path, 0)
     return path
+
+
+def probe_output(result: JobResult, path: Path) -> dict[str, Any]:
+    """Probe a v1 job's one binary output, written to `path`."""
+    ((_, data),) = result.outputs
+    path.write_bytes(data)
+    return probe(path)
 
 
 def check_output(transfer: Transfer, index: int = 0) -> dict[str, Any]:
@@ -668,23 +684,51 @@ async def test_announced_sizes_of_live_jobs_count_against_free_disk(
             await expect(ws, "ack", job_id="b")
 
 
-async def test_a_v1_upload_over_the_message_limit_is_refused(
-    start_server: StartServer, media: Media, medium: Path
+async def test_a_v1_upload_over_the_message_limit_gets_too_large_in_band(
+    start_server: StartServer, media: Media, medium: Path, workdir: Path
 ) -> None:
-    """Without the extension a file is one message, held whole in memory: above
-    `max_message_mb` the WebSocket layer closes the connection with 1009 (protocol 8.4)."""
+    """Without the extension a file is one message: past `max_message_mb` the job ends
+    with TOO_LARGE naming the chunked mode while the message still arrives; the rest of
+    it is dropped unread, nothing stays on disk, and the connection goes on (8.4)."""
     server = await start_server(limits={"max_message_mb": 1})
     with trio.fail_after(30):
         async with connect(server.url) as client:
             await client.start("v1", "convert", COPY_MKV)
             await expect(client.ws, "ack")
-            data = (await trio.Path(medium).read_bytes())[: 2 * MiB]
-            with pytest.raises(ConnectionClosed) as closed:
+            data = (await trio.Path(medium).read_bytes())[: 3 * MiB]
+            await client.ws.send_message(binary_frame_with("v1", data, {}))
+            error = await expect(client.ws, "error", job_id="v1", code="TOO_LARGE")
+            assert "chunks" in error["message"] and "input.files" in error["message"]
+            assert error["details"] == {"max_message_bytes": MiB}
+            assert job_dirs(workdir) == []
+            result = await client.run("thumbnail", media.clip, {"timestamp": 0.5}, job_id="v1")
+            assert result.final["type"] == "completed", result.final
+    (image,) = streams(probe_output(result, workdir / "thumb.png"), "video")
+    assert (image["width"], image["height"]) == (640, 360)
+
+
+@pytest.mark.slow
+async def test_a_200_mb_v1_upload_streams_to_disk_in_bounded_memory(tmp_path: Path) -> None:
+    """A v1 upload is one 200 MB WebSocket message; the server writes it as it arrives
+    instead of holding it (trio-websocket's whole-message join peaked at 446 MiB)."""
+    big = tmp_path / "big.mkv"
+    with trio.fail_after(60):
+        await make_big(big, 200 * MiB)
+    data = await trio.Path(big).read_bytes()
+    async with server_process(tmp_path) as server:
+        with trio.fail_after(120):
+            async with connect(server.url) as client:
+                await client.start("v1", "thumbnail", {"timestamp": 1.0})
                 await client.ws.send_message(binary_frame_with("v1", data, {}))
-                await client.ws.get_message()
-                await client.ws.get_message()
-    assert closed.value.reason is not None
-    assert closed.value.reason.code == 1009
+                del data
+                result = await client.collect("v1")
+        peak_kib = server.memory_kib("VmHWM")
+        assert job_dirs(tmp_path / "work") == []
+    print(f"\n200 MB v1 upload: server peak RSS {peak_kib / 1024:.1f} MiB")
+    assert result.final["type"] == "completed", result.final
+    (image,) = streams(probe_output(result, tmp_path / "thumb.png"), "video")
+    assert (image["width"], image["height"]) == (1280, 720)
+    assert peak_kib < 150 * 1024, f"server peak RSS {peak_kib} KiB"
 
 
 # --- URL output --------------------------------------------------------------------------

@@ -1,0 +1,137 @@
+"""The WebSocket opening handshake (RFC 6455 section 4.2), sans-I/O, on h11.
+
+`Handshake.receive_data(bytes)` until `request()` returns the client's upgrade request;
+then `accept()` gives the 101 to send, or `refusal(status, body=...)` an HTTP error.
+Whatever the client sent after its request (nothing, if it waited for the 101 as it
+must) is `trailing`, the start of its frames. No extension or subprotocol is agreed: a
+client that offers permessage-deflate sends plain frames when the answer does not name it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from http import HTTPStatus
+
+import attrs
+import h11
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+MAX_REQUEST_BYTES = 16 * 1024
+
+
+class HandshakeFailed(Exception):
+    """Not a WebSocket upgrade we can take; `response` (maybe empty) is what to send."""
+
+    def __init__(self, reason: str, response: bytes = b"") -> None:
+        super().__init__(reason)
+        self.response = response
+
+
+def accept_key(key: bytes) -> bytes:
+    return base64.b64encode(hashlib.sha1(key + _GUID).digest())
+
+
+def _tokens(value: bytes) -> set[bytes]:
+    return {token.strip().lower() for token in value.split(b",")}
+
+
+@attrs.frozen
+class UpgradeRequest:
+    target: str
+    headers: list[tuple[bytes, bytes]]
+    key: bytes
+
+
+@attrs.define
+class Handshake:
+    _h11: h11.Connection = attrs.Factory(
+        lambda: h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_BYTES)
+    )
+    _request: UpgradeRequest | None = None
+    _complete: bool = False
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        """Feed what the client sent (b"" at end of stream).
+
+        Errors: HandshakeFailed for a request that is not a valid upgrade (its
+        `response` is the HTTP error to send) or a connection closed before one."""
+        if not data:
+            raise HandshakeFailed("connection closed during the handshake")
+        self._h11.receive_data(bytes(data))
+        while True:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise HandshakeFailed(f"bad HTTP request: {exc}", refusal(400)) from None
+            if event is h11.PAUSED:  # the request is complete; h11 waits for our answer
+                self._complete = True
+                return
+            if event is h11.NEED_DATA:
+                return
+            if isinstance(event, h11.Request):
+                self._request = self._check(event)
+            elif isinstance(event, h11.ConnectionClosed):
+                raise HandshakeFailed("connection closed during the handshake")
+
+    def request(self) -> UpgradeRequest | None:
+        """The upgrade request, once it has been read whole."""
+        return self._request if self._complete else None
+
+    @property
+    def trailing(self) -> bytes:
+        return self._h11.trailing_data[0]
+
+    def _check(self, event: h11.Request) -> UpgradeRequest:
+        headers = [(name.lower(), value) for name, value in event.headers]
+        fields = dict(headers)
+        if event.method != b"GET":
+            raise HandshakeFailed("the upgrade must be a GET", refusal(405))
+        if fields.get(b"sec-websocket-version") != b"13":
+            answer = refusal(426, [(b"sec-websocket-version", b"13")])
+            raise HandshakeFailed("not a WebSocket version 13 upgrade", answer)
+        if b"websocket" not in _tokens(fields.get(b"upgrade", b"")) or b"upgrade" not in _tokens(
+            fields.get(b"connection", b"")
+        ):
+            raise HandshakeFailed("not a WebSocket upgrade", refusal(400))
+        key = fields.get(b"sec-websocket-key", b"")
+        try:
+            valid = len(base64.b64decode(key, validate=True)) == 16
+        except binascii.Error:
+            valid = False
+        if not valid:
+            raise HandshakeFailed("bad Sec-WebSocket-Key", refusal(400))
+        return UpgradeRequest(event.target.decode("ascii", "replace"), headers, key)
+
+    def accept(self) -> bytes:
+        assert self._request is not None
+        return (
+            self._h11.send(
+                h11.InformationalResponse(
+                    status_code=101,
+                    reason=b"Switching Protocols",
+                    headers=[
+                        (b"upgrade", b"websocket"),
+                        (b"connection", b"Upgrade"),
+                        (b"sec-websocket-accept", accept_key(self._request.key)),
+                    ],
+                )
+            )
+            or b""
+        )
+
+
+def refusal(
+    status: int, headers: list[tuple[bytes, bytes]] | None = None, body: bytes = b""
+) -> bytes:
+    """A whole HTTP response refusing the upgrade; the connection closes after it."""
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}".encode()]
+    fields = [
+        *(headers or []),
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    lines += [name + b": " + value for name, value in fields]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
