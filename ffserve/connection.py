@@ -1,7 +1,9 @@
 """One WebSocket connection: a reader, a writer, and a task per job, in one nursery.
 
-The reader decodes frames and routes uploads to their job; it waits only while a job
-writes the previous upload or chunk to disk, which is what paces a fast uploader.
+The reader takes messages in the pieces they arrive in (`websocket`): text is collected
+up to a limit and decoded; a binary message's header names its job, and its payload goes
+there as it comes, a chunk whole, a v1 upload piece by piece to disk. The reader waits
+only while a job writes the previous piece or chunk, which is what paces a fast uploader.
 The writer drains the connection's bounded `Outbox`. When the client goes away the
 nursery is cancelled, which ends every job of this connection (and nothing else).
 """
@@ -239,7 +241,9 @@ class Connection:
                 raise
             if frame is None:
                 return
-            incoming.frame, data = frame, bytes(frame.payload)
+            # Keep the header only: the payload view would pin the head buffer.
+            data = bytes(frame.payload)
+            incoming.frame = attrs.evolve(frame, payload=memoryview(b""))
             incoming.head = bytearray()
             incoming.dropping = True  # until the job is found and takes it
             incoming.job = self._route(frame)

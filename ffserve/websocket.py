@@ -130,6 +130,8 @@ class WebSocket:
                 else:
                     await self._stream.send_all(header)
                     await self._stream.send_all(payload)
+                # Under the lock, so no frame can follow the close frame out.
+                self._close_sent = opcode == CLOSE
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._close_sent = True
                 self._closed = self._closed or (ABNORMAL, "connection lost")

@@ -489,6 +489,38 @@ async def test_disconnect_mid_chunk_removes_the_partial_file(
             await trio.sleep(0.02)
 
 
+async def test_a_v1_upload_is_on_disk_while_it_arrives_and_removed_on_disconnect(
+    server: Endpoints, workdir: Path
+) -> None:
+    """Half of a v1 upload's one message is sent: its bytes are already in the job's input
+    file (streamed, not held), and going away mid-message removes it."""
+    with trio.fail_after(30):
+        client = await open_raw_websocket(server.host, server.port)
+        try:
+            await client.send(
+                json.dumps(
+                    {
+                        "type": "start_job",
+                        "job_id": "v",
+                        "operation": "speed",
+                        "input": {"source": "upload"},
+                        "options": {"speed_factor": 2.0},
+                    }
+                )
+            )
+            assert (await client.receive_json())["type"] == "ack"
+            frame = binary_frame_with("v", b"\3" * (8 * MiB), {})
+            await client.stream.send_all(raw_frame_head(len(frame)) + frame[: 4 * MiB])
+            inputs: list[Path] = []
+            while not inputs or inputs[0].stat().st_size < 3 * MiB:
+                inputs = [d / "input" for d in job_dirs(workdir) if (d / "input").exists()]
+                await trio.sleep(0.02)
+        finally:
+            await client.stream.aclose()
+        while job_dirs(workdir):  # noqa: ASYNC110 (no event for "the server removed a dir")
+            await trio.sleep(0.02)
+
+
 # --- bad input ---------------------------------------------------------------------------
 
 SMALL_CHUNKS = {"chunk_kb": 16}
