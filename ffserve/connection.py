@@ -10,6 +10,7 @@ nursery is cancelled, which ends every job of this connection (and nothing else)
 
 from __future__ import annotations
 
+import io
 import logging
 import shutil
 from collections import deque
@@ -210,7 +211,9 @@ class Connection:
         dropped unread (no control message needs more) and the message refused."""
         incoming = self._text
         if incoming.size <= MAX_TEXT_CHARS:
-            incoming.parts.append(part.text)
+            # One buffer, not a list of parts: a client sending a message one character
+            # a fragment must not cost an object per character.
+            incoming.text.write(part.text)
         incoming.size += len(part.text)
         if not part.last:
             return
@@ -220,7 +223,7 @@ class Connection:
                 f"text message of {incoming.size} characters; the limit is {MAX_TEXT_CHARS}",
                 code=ErrorCode.INVALID_JSON,
             )
-        await self.on_message("".join(incoming.parts))
+        await self.on_message(incoming.text.getvalue())
 
     async def on_binary(self, part: BinaryPart) -> None:
         """Route a piece of a binary message: its header names the job; a chunk goes to
@@ -229,7 +232,7 @@ class Connection:
         incoming = self._binary
         if part.last:
             self._binary = IncomingBinary()
-        if incoming.dropping:
+        if incoming.dropping or not (part.data or part.last):  # empty fragments carry nothing
             return
         data: bytes | bytearray | memoryview = part.data
         if incoming.frame is None:
@@ -289,7 +292,7 @@ class Connection:
 
 @attrs.define
 class IncomingText:
-    parts: list[str] = attrs.Factory(list)
+    text: io.StringIO = attrs.Factory(io.StringIO)
     size: int = 0
 
 
@@ -383,4 +386,7 @@ async def _write(
             except ConnectionClosed:
                 break
             outbox.sent(frame)
-    connection_scope.cancel()  # the client is gone (or told to go): so are its jobs
+        # The client is gone (or told to go): so are its jobs. Cancelled before the
+        # channel closes, so a job blocked sending to it sees Cancelled, not a broken
+        # channel (which would count as a job failure).
+        connection_scope.cancel()

@@ -64,6 +64,7 @@ class Job:
     reserved_bytes: int = 0
     inputs_total: int = attrs.field(init=False)  # files the job takes, URL included
     uploads_received: int = 0
+    uploads_closed: bool = False  # input complete (or the job ended): frames are refused
     _uploads: tuple[trio.MemorySendChannel[UploadPart], trio.MemoryReceiveChannel[UploadPart]] = (
         attrs.field(init=False)
     )
@@ -97,8 +98,10 @@ class Job:
 
         Errors: ProtocolError(INVALID_BINARY) when the job is not waiting for an upload.
         """
-        if self.state is not JobState.RECEIVING or (
-            not self.chunked and self.uploads_received >= self.uploads_expected
+        if (
+            self.state is not JobState.RECEIVING
+            or self.uploads_closed
+            or (not self.chunked and self.uploads_received >= self.uploads_expected)
         ):
             raise ProtocolError(
                 f"job {self.job_id!r} is not waiting for an upload"
@@ -131,6 +134,7 @@ class Job:
 
     def close_uploads(self) -> None:
         """Input complete: frames still queued or arriving from now on are refused."""
+        self.uploads_closed = True
         self._uploads[1].close()
 
     def cancel(self) -> None:

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 ABNORMAL = 1006  # no close frame: the peer vanished (never sent on the wire)
 # Below this, header and payload go out in one write (a copy, cheaper than a syscall).
 _JOIN_BELOW = 64 * 1024
+# How long a close frame may wait to go out (behind a send to a client that stopped reading).
+CLOSE_SEND_S = 5.0
 
 
 class ConnectionClosed(Exception):
@@ -115,7 +117,8 @@ class WebSocket:
     async def _send_close(self, code: int, reason: str) -> None:
         if self._close_sent:
             return
-        with contextlib.suppress(ConnectionClosed):
+        # Bounded: a client that has stopped reading must not hold the connection open.
+        with trio.move_on_after(CLOSE_SEND_S), contextlib.suppress(ConnectionClosed):
             await self._send_frame(CLOSE, close_payload(code, reason))
         self._close_sent = True
 
@@ -130,8 +133,8 @@ class WebSocket:
                 else:
                     await self._stream.send_all(header)
                     await self._stream.send_all(payload)
-                # Under the lock, so no frame can follow the close frame out.
-                self._close_sent = opcode == CLOSE
+                if opcode == CLOSE:  # under the lock, so no frame can follow it out
+                    self._close_sent = True
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._close_sent = True
                 self._closed = self._closed or (ABNORMAL, "connection lost")

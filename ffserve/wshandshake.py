@@ -19,6 +19,8 @@ import h11
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_REQUEST_BYTES = 16 * 1024
+# Headers a request may carry once (RFC 6455 11.3.1, 11.3.5).
+_SINGLE = frozenset({b"sec-websocket-key", b"sec-websocket-version"})
 
 
 class HandshakeFailed(Exception):
@@ -85,9 +87,20 @@ class Handshake:
 
     def _check(self, event: h11.Request) -> UpgradeRequest:
         headers = [(name.lower(), value) for name, value in event.headers]
-        fields = dict(headers)
+        fields: dict[bytes, bytes] = {}
+        for name, value in headers:
+            if name in fields and name in _SINGLE:
+                raise HandshakeFailed(f"repeated {name.decode()} header", refusal(400))
+            # Repeated lines of a list header are one comma-separated list (RFC 9110 5.3).
+            fields[name] = fields[name] + b", " + value if name in fields else value
         if event.method != b"GET":
             raise HandshakeFailed("the upgrade must be a GET", refusal(405))
+        if (
+            event.http_version != b"1.1"
+            or b"content-length" in fields
+            or (b"transfer-encoding" in fields)
+        ):
+            raise HandshakeFailed("the upgrade must be HTTP/1.1 with no body", refusal(400))
         if fields.get(b"sec-websocket-version") != b"13":
             answer = refusal(426, [(b"sec-websocket-version", b"13")])
             raise HandshakeFailed("not a WebSocket version 13 upgrade", answer)

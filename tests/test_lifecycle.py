@@ -33,11 +33,17 @@ import trio.lowlevel
 import trio.testing
 
 from ffserve.config import Config
-from ffserve.connection import Connection
+from ffserve.connection import Connection, _write
+from ffserve.errors import ErrorCode, ProtocolError
+from ffserve.job import Job
+from ffserve.messages import FileSpec, Pong, UploadInput
+from ffserve.options import parse_options
 from ffserve.outbox import Outbox
 from ffserve.pool import WorkerPool
 from ffserve.server import Endpoints
 from ffserve.services import Services
+from ffserve.state import JobState
+from ffserve.websocket import ConnectionClosed
 from tests.conftest import BLOCKER_OPTIONS, Media, StartServer, test_config
 from tests.helpers import (
     Client,
@@ -535,3 +541,45 @@ async def test_ack_cancelled_on_full_outbox_releases_admission(tmp_path: Path) -
                 await connection.on_message(START_TEXT)
             assert scope.cancelled_caught
             assert pool.admitted == 0 and connection.jobs == {}
+
+
+async def test_a_vanished_client_cancels_jobs_blocked_on_its_outbox() -> None:
+    """When the writer finds the client gone, a job blocked sending to the full outbox is
+    cancelled (as a disconnect), not failed by a broken channel."""
+
+    class GoneClient:
+        async def send(self, message: str | bytes) -> None:
+            await trio.sleep(0.1)
+            raise ConnectionClosed(1006, "connection lost")
+
+    outbox, outgoing = Outbox.open(2)
+    seen: list[type[BaseException]] = []
+
+    async def job_sending() -> None:
+        try:
+            for _ in range(10):
+                await outbox.send(Pong())
+        except BaseException as exc:
+            seen.append(type(exc))
+            raise
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_write, GoneClient(), outbox, outgoing, nursery.cancel_scope)
+            nursery.start_soon(job_sending)
+    assert seen == [trio.Cancelled]
+
+
+@pytest.mark.parametrize("files", [None, [FileSpec(size=10)]], ids=["v1", "chunked"])
+def test_a_job_whose_input_is_complete_refuses_frames_while_it_probes(
+    files: list[FileSpec] | None,
+) -> None:
+    """Between the last upload and `queued` (probing) the job is still RECEIVING, but
+    its input is closed: a new frame gets INVALID_BINARY, not a silent drop."""
+    job = Job("j", "speed", parse_options("speed", {"speed_factor": 2}), UploadInput(files), None)
+    job.begin_upload()
+    job.close_uploads()
+    assert job.state is JobState.RECEIVING
+    with pytest.raises(ProtocolError) as refused:
+        job.begin_upload()
+    assert refused.value.code == ErrorCode.INVALID_BINARY

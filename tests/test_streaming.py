@@ -27,7 +27,7 @@ import trio
 from trio_websocket import WebSocketConnection
 
 from ffserve.server import Endpoints
-from tests.conftest import Media, StartServer
+from tests.conftest import BLOCKER_OPTIONS, Media, StartServer
 from tests.helpers import (
     JobResult,
     binary_frame,
@@ -619,6 +619,32 @@ async def test_checksum_mismatch_ends_the_job(
             await expect(ws, "error", job_id="j", code="CHECKSUM_MISMATCH")
             assert job_dirs(workdir) == []
             await ping(ws)
+
+
+async def test_a_chunk_after_the_upload_is_complete_is_refused(
+    server: Endpoints, blocker: Path
+) -> None:
+    """Once every announced byte is in and the job is processing, another chunk gets
+    INVALID_BINARY (and the job carries on)."""
+    data = await trio.Path(blocker).read_bytes()
+    with trio.fail_after(60):
+        async with connect(server.url) as client:
+            ws = client.ws
+            spec = {"size": len(data)}
+            message = start_message("p", "speed", BLOCKER_OPTIONS, [spec])
+            await ws.send_message(json.dumps(message))
+            await expect(ws, "ack")
+            for at in range(0, len(data), MiB):
+                await ws.send_message(chunk("p", at, data[at : at + MiB]))
+            while (await recv_json(ws)).get("stage") != "processing":
+                pass
+            await ws.send_message(chunk("p", len(data), b"late"))
+            error = await expect(ws, "error", job_id="p", code="INVALID_BINARY")
+            assert "not waiting for an upload" in error["message"]
+            await ws.send_message(json.dumps({"type": "cancel_job", "job_id": "p"}))
+            while (message := await recv_json(ws))["type"] != "error":
+                assert message["type"] == "progress", message
+            assert message["code"] == "JOB_CANCELLED"
 
 
 async def test_a_chunk_for_a_finished_job(server: Endpoints, media: Media, tmp_path: Path) -> None:

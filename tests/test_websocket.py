@@ -200,3 +200,15 @@ async def test_a_fragmented_v1_upload_with_pings_between_fragments(
     image.write_bytes(output[4 + length :])
     (video,) = streams(probe(image), "video")
     assert (video["codec_name"], video["width"], video["height"]) == ("mjpeg", 320, 180)
+
+
+async def test_a_message_in_one_character_fragments_and_empty_ones(server: Endpoints) -> None:
+    with trio.fail_after(10):
+        raw = await open_raw(server)
+        text = b'{"type": "ping"}'
+        frames = [masked(0x1, text[:1], fin=False)]
+        for byte in text[1:]:
+            frames += [masked(0x0, b"", fin=False), masked(0x0, bytes([byte]), fin=False)]
+        frames.append(masked(0x0, b""))
+        await raw.stream.send_all(b"".join(frames))
+        assert await raw.json() == {"type": "pong"}

@@ -199,6 +199,9 @@ def test_a_request_in_pieces_is_accepted_and_what_follows_it_kept() -> None:
         (upgrade(**{"Sec-WebSocket-Key": "short"}), b"400"),
         (upgrade().replace(b"GET", b"PUT", 1), b"405"),
         (b"NOT HTTP AT ALL\r\n\r\n", b"400"),
+        (upgrade().replace(b"HTTP/1.1", b"HTTP/1.0", 1), b"400"),
+        (upgrade(**{"Content-Length": "4"}) + b"\x82\x80ab", b"400"),
+        (upgrade().replace(b"\r\n\r\n", b"\r\nSec-WebSocket-Key: AAAA\r\n\r\n"), b"400"),
     ],
 )
 def test_bad_upgrades_get_an_http_error(request_bytes: bytes, status: bytes) -> None:
@@ -214,3 +217,13 @@ def test_a_connection_closed_mid_request_fails_without_an_answer() -> None:
     with pytest.raises(HandshakeFailed) as failed:
         handshake.receive_data(b"")
     assert failed.value.response == b""
+
+
+def test_repeated_list_header_lines_are_one_list() -> None:
+    """`Connection: Upgrade` and `Connection: keep-alive` on two lines (RFC 9110 5.3)."""
+    request = upgrade(Connection="Upgrade").replace(
+        b"\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n"
+    )
+    handshake = Handshake()
+    handshake.receive_data(request)
+    assert handshake.request() is not None
