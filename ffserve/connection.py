@@ -36,7 +36,7 @@ from ffserve.messages import (
 )
 from ffserve.ops import METADATA_ONLY, inputs_expected
 from ffserve.options import Options, ThumbnailOptions, parse_options
-from ffserve.outbox import Outbox, Outgoing
+from ffserve.outbox import FileFrame, Outbox, Outgoing
 from ffserve.services import Services
 from ffserve.state import JobState
 from ffserve.websocket import ConnectionClosed, WebSocket, WebSocketRequest
@@ -374,19 +374,40 @@ async def _write(
     connection_scope: trio.CancelScope,
 ) -> None:
     async with outgoing:
-        async for frame in outgoing:
-            if frame is None:
-                # The reader ends the connection when the client answers the close frame;
-                # one that never does is cut off.
-                await ws.close(GOING_AWAY, "server shutting down")
-                await trio.sleep(CLOSE_HANDSHAKE_S)
-                break
-            try:
-                await ws.send(frame)
-            except ConnectionClosed:
-                break
-            outbox.sent(frame)
-        # The client is gone (or told to go): so are its jobs. Cancelled before the
-        # channel closes, so a job blocked sending to it sees Cancelled, not a broken
-        # channel (which would count as a job failure).
-        connection_scope.cancel()
+        try:
+            async for frame in outgoing:
+                if frame is None:
+                    # The reader ends the connection when the client answers the close
+                    # frame; one that never does is cut off.
+                    await ws.close(GOING_AWAY, "server shutting down")
+                    await trio.sleep(CLOSE_HANDSHAKE_S)
+                    break
+                try:
+                    if isinstance(frame, FileFrame):
+                        await ws.send_file(frame.header, frame.file, frame.size)
+                    else:
+                        await ws.send(frame)
+                except ConnectionClosed:
+                    break
+                finally:
+                    if isinstance(frame, FileFrame):
+                        frame.close()
+                outbox.sent(frame)
+            # The client is gone (or told to go): so are its jobs. Cancelled before the
+            # channel closes, so a job blocked sending to it sees Cancelled, not a broken
+            # channel (which would count as a job failure).
+            connection_scope.cancel()
+        finally:
+            _close_unsent(outgoing)
+
+
+def _close_unsent(outgoing: trio.MemoryReceiveChannel[Outgoing]) -> None:
+    """Frames left in the queue die with the connection; v1 outputs among them hold
+    open files (of job dirs already removed), which must not wait for the GC."""
+    while True:
+        try:
+            frame = outgoing.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return
+        if isinstance(frame, FileFrame):
+            frame.close()

@@ -7,6 +7,7 @@ something playable. The job is marked finished just before its last frame is que
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ from ffserve.framing import encode_header
 from ffserve.media import output_metadata
 from ffserve.messages import Completed
 from ffserve.ops import Plan
-from ffserve.outbox import Outbox
+from ffserve.outbox import FileFrame, Outbox
 from ffserve.probing import verify_output
 from ffserve.publish import put_file
 from ffserve.services import Services
@@ -26,8 +27,9 @@ if TYPE_CHECKING:
     from ffserve.job import Job
 
 FRAME_HEADER_ROOM = 4096
-# A job's last message: a binary frame, or `completed` when nothing binary follows.
-LastMessage = bytes | Completed
+# A job's last message: a binary frame (a chunk, or a v1 output read from its file as it
+# is sent), or `completed` when nothing binary follows.
+LastMessage = bytes | FileFrame | Completed
 
 CONTENT_TYPES = {
     "mp4": "video/mp4",
@@ -51,8 +53,9 @@ async def deliver(job: Job, services: Services, outbox: Outbox, plan: Plan) -> L
     """Verify every output, then send it the way the client asked (v1: one frame each).
 
     Returns the job's last message, unsent: the caller sends it once the job's files
-    are gone (it is in memory by then). A binary one has its outbox slot taken already:
-    send it with `send_reserved`, which frees the slot if it cannot be queued.
+    are gone (it is in memory, or holds its file open, by then). A binary one has its
+    outbox slot taken already: send it with `send_reserved`, which frees the slot (and
+    closes the file) if it cannot be queued.
     """
     config = services.config
     mode = "url" if job.output else (job.delivery.mode if job.delivery else "binary")
@@ -110,7 +113,7 @@ async def deliver(job: Job, services: Services, outbox: Outbox, plan: Plan) -> L
     chunk = config.chunk_bytes
     if job.delivery and job.delivery.chunk_kb:
         chunk = min(chunk, job.delivery.chunk_kb * 1024)
-    final = b""
+    final: bytes | FileFrame = b""
     for index, output in enumerate(plan.outputs):
         # Several outputs: each frame says which it is, so a client knows the last one.
         extra = {"index": index, "count": len(plan.outputs)} if several else {}
@@ -119,17 +122,17 @@ async def deliver(job: Job, services: Services, outbox: Outbox, plan: Plan) -> L
                 outbox, job.job_id, output.path, output.filename, chunk, extra
             )
         else:
-            # v1: the frame is one bytes object (trio-websocket takes nothing else), so the
-            # output is briefly held twice; chunked delivery is the bounded path. The slot
-            # comes first: jobs of a client that has stopped reading wait before reading.
+            # v1: one message, read from disk as the writer sends it (the file stays
+            # readable once the job's dir is removed: the frame holds it open). The slot
+            # comes first: jobs of a client that has stopped reading wait before opening.
             await outbox.reserve_binary()
             try:
-                async with await trio.open_file(output.path, "rb") as f:
-                    data = await f.read()
+                file = await trio.to_thread.run_sync(open, output.path, "rb")
             except BaseException:
                 outbox.release_binary()
                 raise
-            final = encode_header(job.job_id, output.filename, **extra) + data
+            header = encode_header(job.job_id, output.filename, **extra)
+            final = FileFrame(header, file, os.fstat(file.fileno()).st_size)
         if index < len(plan.outputs) - 1:
             await outbox.send_reserved(final)
     return final

@@ -187,10 +187,10 @@ async def _work(job: Job, services: Services, outbox: Outbox) -> None:
     that has seen the end of a job never finds its files still on the server."""
     final = await _steps(job, services, outbox)
     job.finish()
-    if isinstance(final, bytes):
-        await outbox.send_reserved(final)  # its slot was taken before it was read
-    else:
+    if isinstance(final, Completed):
         await outbox.send(final)
+    else:
+        await outbox.send_reserved(final)  # its slot was taken before it was read
 
 
 async def _steps(job: Job, services: Services, outbox: Outbox) -> LastMessage:

@@ -1,12 +1,12 @@
 """A connection's one outbound queue, drained by its writer task.
 
 The queue is bounded, so a client that reads slowly slows down the jobs sending to it
-(back-pressure) instead of growing server memory. Binary frames (files, chunks of up to
-a MiB or more) are bounded separately and more tightly: at most BINARY_IN_FLIGHT of them
-wait for the writer at once, so a stalled reader pins a couple of chunks, not a queue
-full of them. Progress updates are the exception:
-they are offered without waiting and dropped when the queue is full, because a newer
-one will follow and a late one is worthless.
+(back-pressure) instead of growing server memory. Binary frames (chunks of up to a MiB
+or more, v1 outputs as `FileFrame`s read from disk while they are sent) are bounded
+separately and more tightly: at most BINARY_IN_FLIGHT of them wait for the writer at
+once, so a stalled reader pins a couple of chunks (or open files), not a queue full of
+them. Progress updates are the exception: they are offered without waiting and dropped
+when the queue is full, because a newer one will follow and a late one is worthless.
 
 `close()` queues an end marker (`None`) behind everything already owed to the client:
 the writer sends those frames, then closes the WebSocket (server shutdown).
@@ -14,13 +14,30 @@ the writer sends those frames, then closes the WebSocket (server shutdown).
 
 from __future__ import annotations
 
+from typing import BinaryIO
+
 import attrs
 import trio
 
 from ffserve.messages import ServerMessage, encode
 
 BINARY_IN_FLIGHT = 2
-Frame = str | bytes
+
+
+@attrs.define(eq=False)
+class FileFrame:
+    """A binary frame whose payload is read from an open file as it is sent (a v1
+    output), so the file is never held in memory. Whoever drops it unsent closes it."""
+
+    header: bytes  # the binary frame's length-prefixed JSON header
+    file: BinaryIO
+    size: int  # bytes of the file to send
+
+    def close(self) -> None:
+        self.file.close()
+
+
+Frame = str | bytes | FileFrame
 # What the writer receives: a frame, or None for "close the connection now".
 Outgoing = Frame | None
 
@@ -51,17 +68,20 @@ class Outbox:
         """Give back a slot taken by `reserve_binary` for a frame that will not be sent."""
         self._binary_slots.release()
 
-    async def send_reserved(self, data: bytes) -> None:
+    async def send_reserved(self, data: bytes | FileFrame) -> None:
         """Queue a binary frame whose slot is taken; the writer frees it once sent."""
         try:
             await self._send.send(data)
         except BaseException:
             self.release_binary()
+            if isinstance(data, FileFrame):
+                data.close()
             raise
 
     def sent(self, frame: Frame) -> None:
-        """The writer has handed `frame` to the socket: a binary frame frees its slot."""
-        if isinstance(frame, bytes):
+        """The writer is done with `frame` (sent, or dropped and closed): a binary frame
+        frees its slot."""
+        if not isinstance(frame, str):
             self._binary_slots.release()
 
     def offer(self, message: ServerMessage) -> bool:

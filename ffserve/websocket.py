@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import BinaryIO
 
 import attrs
 import trio
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 ABNORMAL = 1006  # no close frame: the peer vanished (never sent on the wire)
 # Below this, header and payload go out in one write (a copy, cheaper than a syscall).
 _JOIN_BELOW = 64 * 1024
+# Read size of a file sent as a frame: memory per connection while it goes out.
+_FILE_PIECE = 1024 * 1024
 # How long a close frame may wait to go out (behind a send to a client that stopped reading).
 CLOSE_SEND_S = 5.0
 
@@ -99,6 +102,25 @@ class WebSocket:
         else:
             await self._send_frame(BINARY, message)
 
+    async def send_file(self, prefix: bytes, file: BinaryIO, size: int) -> None:
+        """Send one binary message: `prefix`, then `size` bytes of `file`, read a piece
+        at a time (in a thread) as the socket takes them. Errors: ConnectionClosed."""
+        async with self._send_lock:
+            self._check_open()
+            try:
+                await self._stream.send_all(frame_header(BINARY, len(prefix) + size) + prefix)
+                left = size
+                while left:
+                    piece = await trio.to_thread.run_sync(file.read, min(left, _FILE_PIECE))
+                    if not piece:
+                        # The frame's length is on the wire: the connection cannot go on.
+                        await self._stream.aclose()
+                        raise OSError(f"file ended {left} bytes short of a frame")
+                    await self._stream.send_all(piece)
+                    left -= len(piece)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise self._lost() from None
+
     async def close(self, code: int = NORMAL, reason: str = "") -> None:
         """Start the closing handshake; `receive` raises ConnectionClosed once the peer
         answers (data that arrives meanwhile is dropped). The caller bounds the wait."""
@@ -122,10 +144,18 @@ class WebSocket:
             await self._send_frame(CLOSE, close_payload(code, reason))
         self._close_sent = True
 
+    def _check_open(self) -> None:
+        if self._close_sent:
+            raise ConnectionClosed(*(self._closed or (NORMAL, "closing")))
+
+    def _lost(self) -> ConnectionClosed:
+        self._close_sent = True
+        self._closed = self._closed or (ABNORMAL, "connection lost")
+        return ConnectionClosed(*self._closed)
+
     async def _send_frame(self, opcode: int, payload: bytes) -> None:
         async with self._send_lock:
-            if self._close_sent:
-                raise ConnectionClosed(*(self._closed or (NORMAL, "closing")))
+            self._check_open()
             header = frame_header(opcode, len(payload))
             try:
                 if len(payload) < _JOIN_BELOW:
@@ -136,9 +166,7 @@ class WebSocket:
                 if opcode == CLOSE:  # under the lock, so no frame can follow it out
                     self._close_sent = True
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._close_sent = True
-                self._closed = self._closed or (ABNORMAL, "connection lost")
-                raise ConnectionClosed(*self._closed) from None
+                raise self._lost() from None
 
 
 @attrs.define(eq=False)

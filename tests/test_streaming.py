@@ -521,6 +521,50 @@ async def test_a_v1_upload_is_on_disk_while_it_arrives_and_removed_on_disconnect
             await trio.sleep(0.02)
 
 
+def open_job_files(workdir: Path) -> list[str]:
+    """Files under the server's temp root that this (server) process holds open."""
+    root = str(workdir)
+    found = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith(root):
+                found.append(target)
+    return found
+
+
+async def test_v1_outputs_go_out_from_open_files_closed_when_the_client_goes(
+    server: Endpoints, medium: Path, workdir: Path
+) -> None:
+    """Two v1 outputs of ~32 MB for a client that reads nothing: each job's dir is gone,
+    its output held only by an open file (one being sent, one queued, not in memory);
+    when the client goes away both files are closed."""
+    data = await trio.Path(medium).read_bytes()
+    with trio.fail_after(60):
+        client = await open_raw_websocket(server.host, server.port)
+        try:
+            for job_id in ("a", "b"):
+                await client.send(
+                    json.dumps(
+                        {
+                            "type": "start_job",
+                            "job_id": job_id,
+                            "operation": "convert",
+                            "input": {"source": "upload"},
+                            "options": COPY_MKV,
+                        }
+                    )
+                )
+                await client.send(binary_frame_with(job_id, data, {}))
+            while len(held := open_job_files(workdir)) < 2 or job_dirs(workdir):  # noqa: ASYNC110
+                await trio.sleep(0.05)
+            assert all(name.endswith(" (deleted)") for name in held), held
+        finally:
+            await client.stream.aclose()
+        while open_job_files(workdir):  # noqa: ASYNC110 (no event for "a file was closed")
+            await trio.sleep(0.05)
+
+
 # --- bad input ---------------------------------------------------------------------------
 
 SMALL_CHUNKS = {"chunk_kb": 16}
@@ -766,9 +810,10 @@ async def test_a_v1_upload_over_the_message_limit_gets_too_large_in_band(
 
 
 @pytest.mark.slow
-async def test_a_200_mb_v1_upload_streams_to_disk_in_bounded_memory(tmp_path: Path) -> None:
-    """A v1 upload is one 200 MB WebSocket message; the server writes it as it arrives
-    instead of holding it (trio-websocket's whole-message join peaked at 446 MiB)."""
+async def test_a_200_mb_v1_upload_and_delivery_in_bounded_memory(tmp_path: Path) -> None:
+    """A v1 job moves each file as one 200 MB WebSocket message. The server writes the
+    upload as it arrives and sends the output from disk as it goes out, holding neither
+    (trio-websocket's whole-message join peaked at 446 MiB for the upload alone)."""
     big = tmp_path / "big.mkv"
     with trio.fail_after(60):
         await make_big(big, 200 * MiB)
@@ -776,16 +821,20 @@ async def test_a_200_mb_v1_upload_streams_to_disk_in_bounded_memory(tmp_path: Pa
     async with server_process(tmp_path) as server:
         with trio.fail_after(120):
             async with connect(server.url) as client:
-                await client.start("v1", "thumbnail", {"timestamp": 1.0})
+                await client.start("v1", "convert", COPY_MKV)
                 await client.ws.send_message(binary_frame_with("v1", data, {}))
                 del data
                 result = await client.collect("v1")
         peak_kib = server.memory_kib("VmHWM")
         assert job_dirs(tmp_path / "work") == []
-    print(f"\n200 MB v1 upload: server peak RSS {peak_kib / 1024:.1f} MiB")
+    print(f"\n200 MB v1 upload and delivery: server peak RSS {peak_kib / 1024:.1f} MiB")
     assert result.final["type"] == "completed", result.final
-    (image,) = streams(probe_output(result, tmp_path / "thumb.png"), "video")
-    assert (image["width"], image["height"]) == (1280, 720)
+    info = probe_output(result, tmp_path / "out.mkv")
+    (video,) = streams(info, "video")
+    assert (video["codec_name"], video["width"], video["height"]) == ("mjpeg", 1280, 720)
+    assert duration(info) == pytest.approx(duration(probe(big)), abs=0.1)
+    assert (tmp_path / "out.mkv").stat().st_size == result.final["output_metadata"]["size_bytes"]
+    assert result.final["output_metadata"]["size_bytes"] > 0.99 * big.stat().st_size
     assert peak_kib < 150 * 1024, f"server peak RSS {peak_kib} KiB"
 
 
