@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -81,5 +83,16 @@ def main(argv: list[str] | None = None) -> int:
     except StartupError as exc:
         print(f"ffserve: {exc}", file=sys.stderr)
         return 1
+    raise_open_files_limit()
     trio.run(serve_until_signalled, config)
     return 0
+
+
+def raise_open_files_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit: each connection is a socket, and each job
+    holds input and output files (a queued v1 output is an open file). Debian's soft
+    limit of 1024 would refuse connections long before `max_connections`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -393,11 +393,11 @@ async def _write(
                     if isinstance(frame, FileFrame):
                         frame.close()
                 outbox.sent(frame)
+        finally:
             # The client is gone (or told to go): so are its jobs. Cancelled before the
             # channel closes, so a job blocked sending to it sees Cancelled, not a broken
             # channel (which would count as a job failure).
             connection_scope.cancel()
-        finally:
             _close_unsent(outgoing)
 
 

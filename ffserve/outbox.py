@@ -60,8 +60,9 @@ class Outbox:
         await self.send_reserved(data)
 
     async def reserve_binary(self) -> None:
-        """Take a binary-frame slot. Take it before reading a file into memory, so a
-        reader that has stalled pins at most BINARY_IN_FLIGHT frames' bytes."""
+        """Take a binary-frame slot. Take it before reading a chunk into memory or
+        opening an output, so a reader that has stalled pins at most BINARY_IN_FLIGHT
+        frames' bytes (or open files)."""
         await self._binary_slots.acquire()
 
     def release_binary(self) -> None:
@@ -79,8 +80,7 @@ class Outbox:
             raise
 
     def sent(self, frame: Frame) -> None:
-        """The writer is done with `frame` (sent, or dropped and closed): a binary frame
-        frees its slot."""
+        """The writer has sent `frame`: a binary frame frees its slot."""
         if not isinstance(frame, str):
             self._binary_slots.release()
 

@@ -46,6 +46,9 @@ ABNORMAL = 1006  # no close frame: the peer vanished (never sent on the wire)
 _JOIN_BELOW = 64 * 1024
 # Read size of a file sent as a frame: memory per connection while it goes out.
 _FILE_PIECE = 1024 * 1024
+# Its own threads: a frame's reads hold the send lock (pongs, close frames wait behind
+# them), so they must not queue behind long jobs in Trio's default thread limiter.
+_FILE_READS = trio.CapacityLimiter(8)
 # How long a close frame may wait to go out (behind a send to a client that stopped reading).
 CLOSE_SEND_S = 5.0
 
@@ -111,11 +114,17 @@ class WebSocket:
                 await self._stream.send_all(frame_header(BINARY, len(prefix) + size) + prefix)
                 left = size
                 while left:
-                    piece = await trio.to_thread.run_sync(file.read, min(left, _FILE_PIECE))
+                    try:
+                        piece = await trio.to_thread.run_sync(
+                            file.read, min(left, _FILE_PIECE), limiter=_FILE_READS
+                        )
+                    except OSError:
+                        piece = b""
                     if not piece:
                         # The frame's length is on the wire: the connection cannot go on.
+                        log.error("could not read the %d bytes left of a v1 output", left)
                         await self._stream.aclose()
-                        raise OSError(f"file ended {left} bytes short of a frame")
+                        raise self._lost()
                     await self._stream.send_all(piece)
                     left -= len(piece)
             except (trio.BrokenResourceError, trio.ClosedResourceError):

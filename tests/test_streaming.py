@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import shutil
 import sys
 from collections.abc import AsyncIterator
@@ -226,6 +227,22 @@ async def test_300_mb_upload_and_delivery_in_bounded_memory(tmp_path: Path) -> N
     assert (video["codec_name"], video["width"], video["height"]) == ("mjpeg", 1280, 720)
     assert duration(info) == pytest.approx(duration(probe(big)), abs=0.1)
     assert peak_kib < 150 * 1024, f"server peak RSS {peak_kib} KiB"
+
+
+async def test_the_server_raises_its_open_files_limit(tmp_path: Path) -> None:
+    """Connections and queued v1 outputs are open files: the service takes the hard
+    RLIMIT_NOFILE as its soft limit (Debian's soft 1024 is below max_connections)."""
+    # Lowered here only while the server starts, so it inherits a soft limit to raise.
+    soft_before, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
+    try:
+        async with server_process(tmp_path) as server:
+            limits = await trio.Path(f"/proc/{server.process.pid}/limits").read_text()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft_before, hard))
+    (line,) = [line for line in limits.splitlines() if line.startswith("Max open files")]
+    soft, hard_text = line.split()[3:5]
+    assert soft == hard_text and soft != "512", line
 
 
 # --- concurrency and back-pressure -------------------------------------------------------

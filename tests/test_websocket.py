@@ -7,12 +7,16 @@ import itertools
 import json
 import os
 import struct
+from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 import trio
+import trio.testing
 
 from ffserve.server import Endpoints
+from ffserve.websocket import ConnectionClosed, WebSocket
 from tests.conftest import Media, StartServer
 from tests.helpers import binary_frame, connect, probe, streams, upgrade_request
 
@@ -212,3 +216,21 @@ async def test_a_message_in_one_character_fragments_and_empty_ones(server: Endpo
         frames.append(masked(0x0, b""))
         await raw.stream.send_all(b"".join(frames))
         assert await raw.json() == {"type": "pong"}
+
+
+async def test_a_file_short_of_its_frame_length_ends_the_connection(tmp_path: Path) -> None:
+    """The frame's length is on the wire before the file is read: if the file turns out
+    short, nothing else may be sent on that connection."""
+    client_end, server_end = trio.testing.memory_stream_pair()
+    ws = WebSocket(server_end, 65536)
+    path = tmp_path / "out.bin"
+    path.write_bytes(b"x" * 100)
+    with trio.fail_after(10):
+        with path.open("rb") as f, pytest.raises(ConnectionClosed):
+            await ws.send_file(b"head", f, 190)
+        with pytest.raises(ConnectionClosed):
+            await ws.send("after")
+        received = b""
+        while data := await client_end.receive_some(65536):
+            received += data
+    assert received[:2] == b"\x82\x7e" and received.endswith(b"x" * 100)
