@@ -262,14 +262,9 @@ class Connection:
                 incoming.chunk += data
             if not part.last:
                 return
-            over = incoming.size > self.services.config.chunk_bytes
-            data = b"" if over else incoming.chunk
-            piece = attrs.evolve(incoming.frame, payload=memoryview(data))
-            taken = await job.feed_upload(UploadPart(piece, incoming.size, True, dropped=over))
-        else:
-            piece = attrs.evolve(incoming.frame, payload=memoryview(data))
-            taken = await job.feed_upload(UploadPart(piece, incoming.size, part.last))
-        incoming.dropping = not taken
+            data = incoming.chunk if incoming.size <= self.services.config.chunk_bytes else b""
+        piece = attrs.evolve(incoming.frame, payload=memoryview(data))
+        incoming.dropping = not await job.feed_upload(UploadPart(piece, incoming.size, part.last))
 
     def _route(self, frame: BinaryFrame) -> Job | None:
         """The job a binary frame is for, or None to drop it quietly (its job was refused).

@@ -30,11 +30,11 @@ class BinaryFrame:
 class UploadPart:
     """A binary frame's payload, whole or a piece of it, on its way to its job."""
 
-    frame: BinaryFrame  # the frame's header, with this piece as its payload
+    # The frame's header, with this piece as its payload (empty for a chunk over the
+    # limit, which arrives with its size but without its bytes).
+    frame: BinaryFrame
     size: int  # the frame's payload bytes up to the end of this piece
     last: bool  # the frame ends here
-    # A chunk over the limit arrives with its size but without its bytes, dropped unread.
-    dropped: bool = False
 
 
 def _invalid(message: str, job_id: str | None = None) -> ProtocolError:

@@ -141,8 +141,7 @@ class WebSocket:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
         if not data:
-            self._closed = self._closed or (ABNORMAL, "connection lost")
-            self._close_sent = True
+            self._lost()
         self._decoder.feed(data)
 
     async def _send_close(self, code: int, reason: str) -> None:

@@ -53,15 +53,17 @@ def start_message(
     job_id: str,
     operation: str,
     options: dict[str, Any],
-    files: list[dict[str, Any]],
+    files: list[dict[str, Any]] | None,
     **fields: Any,
 ) -> dict[str, Any]:
-    """A `start_job` announcing `files`; `fields` adds `delivery` / `output`."""
+    """A `start_job` announcing `files` (None: a v1 upload); `fields` adds `delivery` /
+    `output`."""
+    source = {"source": "upload"} if files is None else {"source": "upload", "files": files}
     return {
         "type": "start_job",
         "job_id": job_id,
         "operation": operation,
-        "input": {"source": "upload", "files": files},
+        "input": source,
         "options": options,
         **fields,
     }

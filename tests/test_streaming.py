@@ -514,17 +514,7 @@ async def test_a_v1_upload_is_on_disk_while_it_arrives_and_removed_on_disconnect
     with trio.fail_after(30):
         client = await open_raw_websocket(server.host, server.port)
         try:
-            await client.send(
-                json.dumps(
-                    {
-                        "type": "start_job",
-                        "job_id": "v",
-                        "operation": "speed",
-                        "input": {"source": "upload"},
-                        "options": {"speed_factor": 2.0},
-                    }
-                )
-            )
+            await client.send(json.dumps(start_message("v", "speed", {"speed_factor": 2.0}, None)))
             assert (await client.receive_json())["type"] == "ack"
             frame = binary_frame_with("v", b"\3" * (8 * MiB), {})
             await client.stream.send_all(raw_frame_head(len(frame)) + frame[: 4 * MiB])
@@ -561,17 +551,7 @@ async def test_v1_outputs_go_out_from_open_files_closed_when_the_client_goes(
         client = await open_raw_websocket(server.host, server.port)
         try:
             for job_id in ("a", "b"):
-                await client.send(
-                    json.dumps(
-                        {
-                            "type": "start_job",
-                            "job_id": job_id,
-                            "operation": "convert",
-                            "input": {"source": "upload"},
-                            "options": COPY_MKV,
-                        }
-                    )
-                )
+                await client.send(json.dumps(start_message(job_id, "convert", COPY_MKV, None)))
                 await client.send(binary_frame_with(job_id, data, {}))
             while len(held := open_job_files(workdir)) < 2 or job_dirs(workdir):  # noqa: ASYNC110
                 await trio.sleep(0.05)

@@ -19,6 +19,7 @@ from ffserve.server import Endpoints
 from ffserve.websocket import ConnectionClosed, WebSocket
 from tests.conftest import Media, StartServer
 from tests.helpers import binary_frame, connect, probe, streams, upgrade_request
+from tests.streaming_client import start_message
 
 
 def masked(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
@@ -175,13 +176,7 @@ async def test_a_fragmented_v1_upload_with_pings_between_fragments(
     """A client may split a message into fragments (browsers do for streams) and send
     control frames between them; the upload is the fragments joined."""
     data = binary_frame("f", "clip.mp4", media.clip.read_bytes())
-    start = {
-        "type": "start_job",
-        "job_id": "f",
-        "operation": "thumbnail",
-        "input": {"source": "upload"},
-        "options": {"timestamp": 1.0, "width": 320},
-    }
+    start = start_message("f", "thumbnail", {"timestamp": 1.0, "width": 320}, None)
     with trio.fail_after(30):
         raw = await open_raw(server)
         await raw.stream.send_all(masked(0x1, json.dumps(start).encode()))
