@@ -1,6 +1,6 @@
 """Plain FFmpeg: the exact command the service runs for a job, run by hand.
 
-The command comes from the service's own planner (`ffserve.ops.build_plan` on the
+The command comes from the service's own planner (`ffserve.ffmpeg.ops.build_plan` on the
 probed input), so the baseline cannot drift from what a job really costs in FFmpeg.
 Only the FFmpeg process is timed: no upload, no probe, no delivery, which is what
 "running FFmpeg by hand" costs a user who already has the file.
@@ -17,9 +17,10 @@ from typing import Any
 import attrs
 import trio
 
-from ffserve.media import MediaInfo, parse_probe, probe_args
-from ffserve.ops import Source, build_plan, ffmpeg_prefix
-from ffserve.options import parse_options
+from ffserve.ffmpeg.arguments import probe_args
+from ffserve.ffmpeg.ops import Source, build_plan, ffmpeg_prefix
+from ffserve.media.streams import MediaInfo, parse_probe
+from ffserve.wire.options import parse_options
 
 
 class BaselineFailed(Exception):

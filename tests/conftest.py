@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from ffserve.config import Config
-from ffserve.server import Endpoints, serve
+from ffserve.service.server import Endpoints, serve
 from tests.helpers import ffmpeg
 
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from ffserve.cli import load_config, parse_args
 from ffserve.config import Config, ConfigError
+from ffserve.service.cli import load_config, parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 

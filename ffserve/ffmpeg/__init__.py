@@ -1,0 +1,1 @@
+"""FFmpeg: argument whitelists, the operations' planners (`ops`), processes, progress, probes."""

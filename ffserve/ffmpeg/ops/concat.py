@@ -1,0 +1,175 @@
+"""The `concat` operation: join 2-50 uploads end to end.
+
+Inputs whose streams match exactly (codec, size, frame rate, sample rate, channels) in a
+container with binary magic at byte 0 (MP4/MOV, Matroska) are joined by stream copy
+through a concat list we write ourselves. Anything else is normalised in one filter graph:
+every video scaled and padded to the first input's size, one frame rate, one sample rate
+and layout, and silence generated for inputs without audio, so the result plays through.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ffserve.errors import ErrorCode, JobError
+from ffserve.ffmpeg.ops.common import (
+    CONTAINERS,
+    Plan,
+    Source,
+    encode_audio,
+    encode_video,
+    even,
+    num,
+    output_args,
+    read,
+    write,
+)
+from ffserve.media.streams import Stream
+from ffserve.wire.options import ConcatOptions
+
+# Demuxers that need magic bytes at offset 0, so a file that probed as one of them cannot
+# also parse as a concat script when the concat demuxer opens it.
+COPYABLE_DEMUXERS = {"mov": "mp4", "matroska": "mkv"}
+AUDIO_RATE = 48000
+MAX_FPS = 60.0
+
+
+def _signature(stream: Stream | None) -> tuple[object, ...] | None:
+    if stream is None:
+        return None
+    return (
+        stream.codec,
+        stream.profile,
+        stream.width,
+        stream.height,
+        stream.fps,
+        stream.sample_rate,
+        stream.channels,
+        stream.rotation,
+    )
+
+
+def can_copy(sources: list[Source]) -> bool:
+    first = sources[0].info
+    if first.demuxer not in COPYABLE_DEMUXERS or first.video is None:
+        return False
+    return all(
+        s.info.demuxer == first.demuxer
+        and _signature(s.info.video) == _signature(first.video)
+        and _signature(s.info.audio) == _signature(first.audio)
+        and s.info.duration is not None
+        for s in sources
+    )
+
+
+def concat(options: ConcatOptions, sources: list[Source], workdir: Path) -> Plan:
+    if len(sources) != options.file_count:
+        raise JobError(f"concat expected {options.file_count} inputs, got {len(sources)}")
+    for n, source in enumerate(sources):
+        if source.info.is_image or source.info.duration is None:
+            raise JobError(
+                f"concat input {n} is a still image or has no duration",
+                code=ErrorCode.UNSUPPORTED_MEDIA,
+                details={"input": n},
+            )
+    if sources[0].info.video is not None:
+        for n, source in enumerate(sources):
+            if source.info.video is None:
+                raise JobError(
+                    f"concat input {n} has no video stream; the first input has one",
+                    code=ErrorCode.NO_VIDEO_STREAM,
+                    details={"input": n},
+                )
+    total = sum(s.info.duration or 0.0 for s in sources)
+    if can_copy(sources):
+        return _copy_plan(sources, workdir, total)
+    return _normalise_plan(sources, workdir, total)
+
+
+def _copy_plan(sources: list[Source], workdir: Path, total: float) -> Plan:
+    listing = workdir / "concat.txt"
+    # Our own file names (input_00 ...), relative, so the demuxer's safe mode holds.
+    text = "ffconcat version 1.0\n" + "".join(f"file '{s.path.name}'\n" for s in sources)
+    first = sources[0].info
+    name = COPYABLE_DEMUXERS[first.demuxer]
+    video = first.video
+    audio = first.audio
+    webm = CONTAINERS["webm"]
+    if (
+        name == "mkv"
+        and video is not None
+        and video.codec in webm.video_codecs
+        and (audio is None or audio.codec in webm.audio_codecs)
+    ):
+        name = "webm"
+    container = CONTAINERS[name]
+    output = write(workdir, sources[0], "joined", container)
+    args = [
+        "-protocol_whitelist",
+        "file",
+        "-format_whitelist",
+        "concat,mov,matroska",
+        "-f",
+        "concat",
+        "-safe",
+        "1",
+        "-i",
+        f"file:{listing}",
+        "-map",
+        "0:v:0",
+    ]
+    if first.audio is not None:
+        args += ["-map", "0:a:0"]
+    args += ["-c", "copy", *output_args(output, container)]
+    return Plan(tuple(args), (output,), total, "processing (stream copy)", files=((listing, text),))
+
+
+def _normalise_plan(sources: list[Source], workdir: Path, total: float) -> Plan:
+    first = sources[0].info
+    has_video = first.video is not None
+    has_audio = any(s.info.audio is not None for s in sources)
+    args: list[str] = []
+    for source in sources:
+        args += read(source)
+    graph: list[str] = []
+    pads = ""
+    if has_video:
+        assert first.video is not None
+        w, h = (even(d) for d in first.video.display_size or (640, 360))
+        fps = min(first.video.fps or 30.0, MAX_FPS)
+    for n, source in enumerate(sources):
+        length = num(source.info.duration or 0.0)
+        if has_video:
+            video = source.info.video
+            assert video is not None
+            graph.append(
+                f"[{n}:{video.index}]scale={w}:{h}:force_original_aspect_ratio=decrease,"
+                f"pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,setsar=1,fps={num(fps)},format=yuv420p,"
+                f"trim=duration={length},setpts=PTS-STARTPTS[v{n}]"
+            )
+            pads += f"[v{n}]"
+        if has_audio:
+            audio = source.info.audio
+            layout = f"aformat=sample_fmts=fltp:sample_rates={AUDIO_RATE}:channel_layouts=stereo"
+            if audio is None:
+                graph.append(f"anullsrc=r={AUDIO_RATE}:cl=stereo,atrim=duration={length}[a{n}]")
+            else:
+                # Pad or cut each input's audio to its own duration, so the joints stay in sync.
+                graph.append(
+                    f"[{n}:{audio.index}]aresample={AUDIO_RATE},{layout},apad,"
+                    f"atrim=duration={length},asetpts=PTS-STARTPTS[a{n}]"
+                )
+            pads += f"[a{n}]"
+    outs = ("[v]" if has_video else "") + ("[a]" if has_audio else "")
+    graph.append(f"{pads}concat=n={len(sources)}:v={int(has_video)}:a={int(has_audio)}{outs}")
+    args += ["-filter_complex", ";".join(graph)]
+    if has_video:
+        container = CONTAINERS["mp4"]
+        args += ["-map", "[v]", *encode_video()]
+    else:
+        container = CONTAINERS["m4a"]
+    if has_audio:
+        args += ["-map", "[a]", *encode_audio()]
+    output = write(workdir, sources[0], "joined", container)
+    args += output_args(output, container)
+    return Plan(tuple(args), (output,), total, "processing (normalising inputs)")

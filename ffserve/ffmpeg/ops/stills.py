@@ -1,0 +1,119 @@
+"""Operations that turn video into pictures: thumbnail and gif."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ffserve.errors import ErrorCode, JobError
+from ffserve.ffmpeg.ops.common import (
+    Container,
+    Plan,
+    Source,
+    fit_within,
+    num,
+    output_args,
+    read,
+    require_video,
+    write,
+)
+from ffserve.wire.options import GifOptions, ThumbnailOptions
+
+IMAGE_CONTAINERS = {
+    "png": Container("png", "image2", frozenset({"png"}), frozenset(), "png", None),
+    "jpeg": Container("jpg", "image2", frozenset({"mjpeg"}), frozenset(), "mjpeg", None),
+}
+GIF = Container("gif", "gif", frozenset({"gif"}), frozenset(), "gif", None)
+
+
+def thumbnail_times(duration: float | None, options: ThumbnailOptions) -> list[float]:
+    """Timestamps to grab: the one asked for, or `count` spread evenly across the whole
+    duration (the middle of each of `count` equal parts), or the middle by default."""
+    if duration is None:  # a still image: its only frame
+        return [0.0] * (options.count or 1)
+    if options.timestamp is not None:
+        if options.timestamp > duration:
+            raise JobError(
+                f"timestamp {num(options.timestamp)} s is past the input's end ({num(duration)} s)",
+                code=ErrorCode.OUT_OF_RANGE,
+                details={"field": "$.options.timestamp", "input_duration": duration},
+            )
+        return [options.timestamp]
+    count = options.count or 1
+    return [duration * (i + 0.5) / count for i in range(count)]
+
+
+def thumbnail(options: ThumbnailOptions, source: Source, workdir: Path) -> Plan:
+    size = require_video(source, "thumbnail")
+    video = source.info.video
+    assert video is not None
+    duration = None if source.info.is_image else source.info.duration
+    kind = "jpeg" if options.format in ("jpeg", "jpg") else "png"
+    container = IMAGE_CONTAINERS[kind]
+    times = thumbnail_times(duration, options)
+    if options.width is not None or options.height is not None:
+        w, h = fit_within(size, options.width, options.height)
+        scale = [f"scale={w}:{h}"]
+    else:
+        scale = []
+    quality = ["-q:v", "2"] if kind == "jpeg" else []
+    args: list[str] = []
+    outputs = []
+    for when in times:
+        # The last frame starts a frame before the end: never seek past it.
+        frame = 1 / (video.fps or 25.0)
+        seek = max(0.0, min(when, (duration or 0.0) - frame)) if duration else 0.0
+        args += read(source, seek=seek)
+    for n in range(len(times)):
+        output = write(workdir, source, "thumb", container, index=n + 1 if len(times) > 1 else None)
+        outputs.append(output)
+        vf = [*scale, "format=yuvj420p" if kind == "jpeg" else "format=rgb24"]
+        args += [
+            "-map",
+            f"{n}:{video.index}",
+            "-frames:v",
+            "1",
+            "-filter:v",
+            ",".join(vf),
+            "-c:v",
+            container.default_video or "png",
+            *quality,
+            "-update",
+            "1",
+            *output_args(output, container),
+        ]
+    return Plan(tuple(args), tuple(outputs), None)
+
+
+def gif(options: GifOptions, source: Source, workdir: Path) -> Plan:
+    size = require_video(source, "gif")
+    video = source.info.video
+    assert video is not None
+    duration = source.info.duration
+    if source.info.is_image or duration is None:
+        raise JobError(
+            "gif needs a moving video; the input is a still image", code=ErrorCode.UNSUPPORTED_MEDIA
+        )
+    if options.start_time >= duration:
+        raise JobError(
+            f"start_time {num(options.start_time)} s is at or past the input's end "
+            f"({num(duration)} s)",
+            code=ErrorCode.OUT_OF_RANGE,
+            details={"field": "$.options.start_time", "input_duration": duration},
+        )
+    length = min(options.duration, duration - options.start_time)
+    width = options.width or size[0]
+    height = max(2, round(size[1] * width / size[0]))
+    base = f"fps={options.fps},scale={width}:{height}:flags=lanczos"
+    args = read(source, seek=options.start_time, duration=length)
+    if options.optimize:
+        # Palette made from this clip and used in the same run: one decode.
+        graph = (
+            f"[0:{video.index}]{base},split[a][b];[a]palettegen=stats_mode=diff[p];"
+            "[b][p]paletteuse=dither=bayer:bayer_scale=5:diff_mode=rectangle[out]"
+        )
+        args += ["-filter_complex", graph, "-map", "[out]"]
+    else:
+        args += ["-map", f"0:{video.index}", "-filter:v", base]
+    output = write(workdir, source, "anim", GIF)
+    args += ["-loop", "0", *output_args(output, GIF)]
+    return Plan(tuple(args), (output,), length)

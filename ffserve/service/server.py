@@ -1,0 +1,119 @@
+"""The top of the nursery tree: HTTP endpoint, WebSocket listener, connections, drain.
+
+    serve(config)
+     |- serve_http            /health /ready /metrics
+     |- serve_websocket       accepts connections into `connections` (a nursery we own)
+     '- connections           one `serve_connection` per client (see connection.py)
+
+Shutdown: `shutdown.set()` (the CLI does it on SIGINT/SIGTERM) stops new jobs
+(SHUTTING_DOWN, /ready 503), lets admitted jobs finish for up to `drain_timeout_s`,
+then cancels everything: FFmpeg children are terminated and reaped and every temp dir
+removed before `serve` returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+
+import attrs
+import trio
+
+from ffserve.config import Config
+from ffserve.jobs.pool import WorkerPool
+from ffserve.jobs.services import Services
+from ffserve.jobs.workspace import open_workspace
+from ffserve.service.health import serve_http
+from ffserve.session.connection import serve_connection
+from ffserve.transfer.download import open_http_client
+from ffserve.wire.websocket import WebSocketRequest, serve_websocket
+
+log = logging.getLogger(__name__)
+Listeners = list[trio.SocketListener]
+
+
+@attrs.frozen
+class Endpoints:
+    host: str
+    port: int
+    http_port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}/"
+
+
+class StartupError(Exception):
+    """The service cannot start (e.g. FFmpeg is missing); the message says why."""
+
+
+def ffmpeg_version(ffmpeg: str) -> str:
+    """The version word of `ffmpeg -version`. Errors: StartupError if FFmpeg cannot run."""
+    try:
+        out = subprocess.run([ffmpeg, "-version"], capture_output=True, check=True, timeout=10)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise StartupError(f"cannot run FFmpeg at {ffmpeg!r}: {exc}") from None
+    words = out.stdout.decode(errors="replace").split()
+    return words[2] if len(words) > 2 else "unknown"
+
+
+async def serve(
+    config: Config,
+    *,
+    shutdown: trio.Event | None = None,
+    task_status: trio.TaskStatus[Endpoints] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the service until cancelled or until `shutdown` is set (then drain first)."""
+    version = await trio.to_thread.run_sync(ffmpeg_version, config.ffmpeg.ffmpeg)
+    security = config.security
+    async with (
+        open_http_client(
+            connect_timeout_s=security.url_connect_timeout_s,
+            read_timeout_s=security.url_read_timeout_s,
+        ) as http,
+        open_workspace(config.storage.temp_dir) as root,
+    ):
+        pool = WorkerPool(config.jobs.max_concurrent, config.jobs.queue_limit)
+        services = Services(config, pool, http, root, version)
+        server = config.server
+
+        async def handler(request: WebSocketRequest) -> None:
+            await serve_connection(request, services)
+
+        async with trio.open_nursery() as top:
+            http_port = await top.start(serve_http, services, server.host, server.http_port)
+            async with trio.open_nursery() as connections:
+                listener = trio.CancelScope()
+
+                async def listen(
+                    *, task_status: trio.TaskStatus[list[trio.SocketListener]]
+                ) -> None:
+                    with listener:
+                        await serve_websocket(
+                            handler,
+                            server.host,
+                            server.port,
+                            handler_nursery=connections,
+                            handshake_timeout=server.handshake_timeout_s,
+                            receive_size=server.receive_buffer_kb * 1024,
+                            task_status=task_status,
+                        )
+
+                listeners = await top.start(listen)
+                port = listeners[0].socket.getsockname()[1]
+                endpoints = Endpoints(server.host, port, http_port)
+                log.info("ffserve listening on %s (HTTP on port %d)", endpoints.url, http_port)
+                task_status.started(endpoints)
+                if shutdown is None:
+                    await trio.sleep_forever()
+                await shutdown.wait()
+                services.draining = True
+                listener.cancel()
+                # The drain deadline is on the connections' nursery (as hypercorn's
+                # worker_serve does): jobs finish, then each connection sends what it
+                # still owes its client and closes; the deadline cancels what is left.
+                connections.cancel_scope.deadline = trio.current_time() + server.drain_timeout_s
+                await pool.wait_idle()
+                services.stopping.set()
+            top.cancel_scope.cancel()

@@ -1,0 +1,1 @@
+"""A client's session: one WebSocket connection's reader, router and writer."""

@@ -1,0 +1,408 @@
+"""One WebSocket connection: a reader, a writer, and a task per job, in one nursery.
+
+The reader takes messages in the pieces they arrive in (`websocket`): text is collected
+up to a limit and decoded; a binary message's header names its job, and its payload goes
+there as it comes, a chunk whole, a v1 upload piece by piece to disk. The reader waits
+only while a job writes the previous piece or chunk, which is what paces a fast uploader.
+The writer drains the connection's bounded `Outbox`. When the client goes away the
+nursery is cancelled, which ends every job of this connection (and nothing else).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import shutil
+from collections import deque
+
+import attrs
+import trio
+
+from ffserve.errors import AdmissionError, ErrorCode, FFserveError, ProtocolError, ValidationError
+from ffserve.ffmpeg.ops import METADATA_ONLY, inputs_expected
+from ffserve.jobs.job import Job, run_job
+from ffserve.jobs.services import Services
+from ffserve.jobs.state import JobState
+from ffserve.transfer.download import check_url
+from ffserve.wire.binary import BinaryFrame, UploadPart, decode_header
+from ffserve.wire.frames import GOING_AWAY, BinaryPart, TextPart
+from ffserve.wire.messages import (
+    Ack,
+    CancelJob,
+    Error,
+    Ping,
+    Pong,
+    StartJob,
+    UploadInput,
+    UrlInput,
+    decode_client_message,
+    job_id_of,
+)
+from ffserve.wire.options import Options, ThumbnailOptions, parse_options
+from ffserve.wire.outbox import FileFrame, Outbox, Outgoing
+from ffserve.wire.websocket import ConnectionClosed, WebSocket, WebSocketRequest
+
+log = logging.getLogger(__name__)
+FINISHED_MEMORY = 256
+# No control message needs more; files travel in binary frames.
+MAX_TEXT_CHARS = 1024 * 1024
+# How long a client told to go may take to answer the close frame.
+CLOSE_HANDSHAKE_S = 5.0
+
+
+@attrs.define(eq=False)
+class Connection:
+    services: Services
+    outbox: Outbox
+    nursery: trio.Nursery
+    jobs: dict[str, Job] = attrs.Factory(dict)
+    # Recently ended job ids, so a late frame can be told apart from a wrong id.
+    finished: deque[str] = attrs.Factory(lambda: deque(maxlen=FINISHED_MEMORY))
+    # Ids whose start_job was refused, so their uploads can be dropped without a reply.
+    refused: deque[str] = attrs.Factory(lambda: deque(maxlen=FINISHED_MEMORY))
+    _text: IncomingText = attrs.Factory(lambda: IncomingText())
+    _binary: IncomingBinary = attrs.Factory(lambda: IncomingBinary())
+
+    async def on_message(self, text: str) -> None:
+        try:
+            message = decode_client_message(text)
+        except FFserveError as exc:
+            exc.job_id = exc.job_id or job_id_of(text)
+            raise
+        if isinstance(message, StartJob):
+            await self.start_job(message)
+        elif isinstance(message, CancelJob):
+            self.cancel_job(message)
+        else:
+            assert isinstance(message, Ping)
+            await self.outbox.send(Pong())
+
+    async def start_job(self, message: StartJob) -> None:
+        job_id = message.job_id
+        services = self.services
+        try:
+            previous = self.jobs.get(job_id)
+            if previous is not None and previous.state is not JobState.DONE:
+                raise AdmissionError(
+                    f"job {job_id!r} is already active on this connection",
+                    code=ErrorCode.DUPLICATE_JOB,
+                )
+            options = parse_options(message.operation, message.options)
+            if isinstance(message.input, UrlInput):
+                check_url(message.input.url)
+            if message.operation in METADATA_ONLY and (message.output or message.delivery):
+                raise ValidationError(
+                    f"{message.operation} sends no file: output and delivery do not apply",
+                    field="$.output" if message.output else "$.delivery",
+                )
+            if message.output is not None:
+                check_url(message.output.url, what="output.url")
+                if isinstance(options, ThumbnailOptions) and (options.count or 1) > 1:
+                    raise ValidationError(
+                        "an output URL takes one file; thumbnail count > 1 makes several",
+                        field="$.output",
+                    )
+                if message.delivery is not None:
+                    raise ValidationError(
+                        "give either delivery or output, not both", field="$.output"
+                    )
+            reserved = self._admit_files(message, options)
+            if services.draining:
+                raise AdmissionError("server is shutting down", code=ErrorCode.SHUTTING_DOWN)
+            if len(self.jobs) >= services.config.jobs.per_connection_limit:
+                raise AdmissionError("too many active jobs on this connection", code=ErrorCode.BUSY)
+            services.pool.admit()
+        except FFserveError as exc:
+            exc.job_id = job_id
+            if exc.code != ErrorCode.DUPLICATE_JOB:
+                # Its uploads may already be on the wire (a v1 client need not wait for
+                # the ack): they are dropped quietly, the error above was the job's last word.
+                self.refused.append(job_id)
+            raise
+        if job_id in self.refused:
+            self.refused.remove(job_id)
+        services.reserved_bytes += reserved
+        job = Job(
+            job_id,
+            message.operation,
+            options,
+            message.input,
+            owner=self,
+            delivery=message.delivery,
+            output=message.output,
+            reserved_bytes=reserved,
+        )
+        self.jobs[job_id] = job
+        try:
+            await self.outbox.send(Ack(job_id, f"{message.operation} job accepted"))
+        except BaseException:
+            # Cancelled while the outbox was full (the client went away): the job task
+            # that would have discharged the admission never starts, so undo it here.
+            self._forget(job)
+            raise
+        self.nursery.start_soon(self._job_task, job)
+
+    def _admit_files(self, message: StartJob, options: Options) -> int:
+        """Disk admission for announced (chunked) uploads: the bytes to reserve.
+
+        Errors: ValidationError for a file list that does not match the operation;
+        AdmissionError(TOO_LARGE) when a file is over the limit or the temp dir's free
+        space, less the reserve and what other jobs have announced, cannot hold them.
+        """
+        if not isinstance(message.input, UploadInput) or message.input.files is None:
+            return 0
+        files = message.input.files
+        wanted = inputs_expected(options)
+        if len(files) != wanted:
+            raise ValidationError(
+                f"input.files must list {wanted} file(s) for this operation", field="$.input.files"
+            )
+        config = self.services.config
+        for n, spec in enumerate(files):
+            if spec.size > config.max_upload_bytes:
+                raise AdmissionError(
+                    f"input.files[{n}] is {spec.size} bytes; the limit is "
+                    f"{config.max_upload_bytes}",
+                    code=ErrorCode.TOO_LARGE,
+                )
+        total = sum(spec.size for spec in files)
+        free = shutil.disk_usage(self.services.workspace).free
+        available = free - config.reserve_bytes - self.services.reserved_bytes
+        if total > available:
+            raise AdmissionError(
+                f"not enough temporary disk space for {total} bytes of upload right now",
+                code=ErrorCode.TOO_LARGE,
+                details={"available_bytes": max(available, 0)},
+            )
+        return total
+
+    def _forget(self, job: Job) -> None:
+        # The id may already belong to a new job: a finished job's id is free at once.
+        if self.jobs.get(job.job_id) is job:
+            del self.jobs[job.job_id]
+            self.finished.append(job.job_id)
+        self.services.pool.discharge()
+        self.services.reserved_bytes -= job.reserved_bytes
+
+    async def _job_task(self, job: Job) -> None:
+        try:
+            await run_job(job, self.services, self.outbox)
+        finally:
+            self._forget(job)
+
+    def cancel_job(self, message: CancelJob) -> None:
+        job = self.jobs.get(message.job_id)
+        if job is None:
+            raise FFserveError(
+                f"no active job {message.job_id!r} on this connection",
+                code=ErrorCode.CANCEL_FAILED,
+                job_id=message.job_id,
+            )
+        if job.failing or job.state in (JobState.DELIVERING, JobState.DONE):
+            raise FFserveError(
+                f"job {message.job_id!r} has already finished processing",
+                code=ErrorCode.CANCEL_FAILED,
+                job_id=message.job_id,
+            )
+        job.cancel()
+
+    async def on_text(self, part: TextPart) -> None:
+        """Collect a text message; at its end, handle it. Past MAX_TEXT_CHARS the rest is
+        dropped unread (no control message needs more) and the message refused."""
+        incoming = self._text
+        if incoming.size <= MAX_TEXT_CHARS:
+            # One buffer, not a list of parts: a client sending a message one character
+            # a fragment must not cost an object per character.
+            incoming.text.write(part.text)
+        incoming.size += len(part.text)
+        if not part.last:
+            return
+        self._text = IncomingText()
+        if incoming.size > MAX_TEXT_CHARS:
+            raise ProtocolError(
+                f"text message of {incoming.size} characters; the limit is {MAX_TEXT_CHARS}",
+                code=ErrorCode.INVALID_JSON,
+            )
+        await self.on_message(incoming.text.getvalue())
+
+    async def on_binary(self, part: BinaryPart) -> None:
+        """Route a piece of a binary message: its header names the job; a chunk goes to
+        it whole (it is checked whole before a byte is written), a v1 upload piece by
+        piece. A message nobody takes is read to its end and dropped."""
+        incoming = self._binary
+        if part.last:
+            self._binary = IncomingBinary()
+        if incoming.dropping or not (part.data or part.last):  # empty fragments carry nothing
+            return
+        data: bytes | bytearray | memoryview = part.data
+        if incoming.frame is None:
+            incoming.head += data
+            try:
+                frame = decode_header(incoming.head, complete=part.last)
+            except ProtocolError:
+                incoming.dropping = True
+                raise
+            if frame is None:
+                return
+            # Keep the header only: the payload view would pin the head buffer.
+            data = bytes(frame.payload)
+            incoming.frame = attrs.evolve(frame, payload=memoryview(b""))
+            incoming.head = bytearray()
+            incoming.dropping = True  # until the job is found and takes it
+            incoming.job = self._route(frame)
+            if incoming.job is None:
+                return
+            incoming.dropping = False
+        job = incoming.job
+        assert job is not None
+        incoming.size += len(data)
+        if job.chunked:
+            # A chunk past the limit is counted, not kept: the job refuses it by its size.
+            if incoming.size <= self.services.config.chunk_bytes:
+                incoming.chunk += data
+            if not part.last:
+                return
+            data = incoming.chunk if incoming.size <= self.services.config.chunk_bytes else b""
+        piece = attrs.evolve(incoming.frame, payload=memoryview(data))
+        incoming.dropping = not await job.feed_upload(UploadPart(piece, incoming.size, part.last))
+
+    def _route(self, frame: BinaryFrame) -> Job | None:
+        """The job a binary frame is for, or None to drop it quietly (its job was refused).
+
+        Errors: ProtocolError(INVALID_BINARY) for an unknown or finished job, or one not
+        waiting for an upload."""
+        job = self.jobs.get(frame.job_id)
+        if job is None and frame.job_id in self.refused:
+            return None
+        if job is None:
+            why = "has already finished" if frame.job_id in self.finished else "is unknown"
+            raise ProtocolError(
+                f"binary frame for job {frame.job_id!r}, which {why}",
+                code=ErrorCode.INVALID_BINARY,
+                job_id=frame.job_id,
+            )
+        job.begin_upload()
+        return job
+
+
+@attrs.define
+class IncomingText:
+    text: io.StringIO = attrs.Factory(io.StringIO)
+    size: int = 0
+
+
+@attrs.define
+class IncomingBinary:
+    """The binary message being received: its header bytes until they decode, then the
+    job its payload goes to; `dropping` once nobody takes the rest."""
+
+    head: bytearray = attrs.Factory(bytearray)
+    frame: BinaryFrame | None = None
+    job: Job | None = None
+    chunk: bytearray = attrs.Factory(bytearray)
+    size: int = 0
+    dropping: bool = False
+
+
+async def serve_connection(request: WebSocketRequest, services: Services) -> None:
+    """The handler for one WebSocket request; returns when the client has gone."""
+    config = services.config
+    metrics = services.metrics
+    # Counted before the first await, so concurrent handshakes cannot overshoot the cap.
+    metrics.connections += 1
+    try:
+        if metrics.connections > config.server.max_connections:
+            await request.reject(503, body=b"too many connections")
+            return
+        ws = await request.accept()
+        outbox, outgoing = Outbox.open(config.server.outbound_queue)
+        async with trio.open_nursery() as nursery:
+            connection = Connection(services, outbox, nursery)
+            nursery.start_soon(_write, ws, outbox, outgoing, nursery.cancel_scope)
+            nursery.start_soon(_close_when_stopping, services, outbox)
+            await _read(ws, connection)
+            nursery.cancel_scope.cancel()
+    except ConnectionClosed:
+        pass  # the client went away during the handshake
+    except Exception:
+        # One client's failure must never reach the server's nursery.
+        log.exception("connection ended by an unexpected error")
+    finally:
+        metrics.connections -= 1
+
+
+async def _read(ws: WebSocket, connection: Connection) -> None:
+    while True:
+        try:
+            part = await ws.receive()
+        except ConnectionClosed:
+            return
+        try:
+            if isinstance(part, TextPart):
+                await connection.on_text(part)
+            else:
+                await connection.on_binary(part)
+        except FFserveError as exc:
+            await connection.outbox.send(Error(exc.code, exc.message, exc.job_id, exc.details))
+        except Exception:
+            # A bug must cost this message, not the server or the connection.
+            log.exception("error handling a client message")
+            await connection.outbox.send(
+                Error(ErrorCode.INTERNAL_ERROR, "internal error handling the message")
+            )
+
+
+async def _close_when_stopping(services: Services, outbox: Outbox) -> None:
+    """On shutdown, once no job is left, close after the frames the client is owed.
+
+    Cancelling the connection at once would drop a result (or JOB_CANCELLED) that a job
+    queued just before the drain ended, and leave the client with no close frame.
+    """
+    await services.stopping.wait()
+    await outbox.close()
+
+
+async def _write(
+    ws: WebSocket,
+    outbox: Outbox,
+    outgoing: trio.MemoryReceiveChannel[Outgoing],
+    connection_scope: trio.CancelScope,
+) -> None:
+    async with outgoing:
+        try:
+            async for frame in outgoing:
+                if frame is None:
+                    # The reader ends the connection when the client answers the close
+                    # frame; one that never does is cut off.
+                    await ws.close(GOING_AWAY, "server shutting down")
+                    await trio.sleep(CLOSE_HANDSHAKE_S)
+                    break
+                try:
+                    if isinstance(frame, FileFrame):
+                        await ws.send_file(frame.header, frame.file, frame.size)
+                    else:
+                        await ws.send(frame)
+                except ConnectionClosed:
+                    break
+                finally:
+                    if isinstance(frame, FileFrame):
+                        frame.close()
+                outbox.sent(frame)
+        finally:
+            # The client is gone (or told to go): so are its jobs. Cancelled before the
+            # channel closes, so a job blocked sending to it sees Cancelled, not a broken
+            # channel (which would count as a job failure).
+            connection_scope.cancel()
+            _close_unsent(outgoing)
+
+
+def _close_unsent(outgoing: trio.MemoryReceiveChannel[Outgoing]) -> None:
+    """Frames left in the queue die with the connection; v1 outputs among them hold
+    open files (of job dirs already removed), which must not wait for the GC."""
+    while True:
+        try:
+            frame = outgoing.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return
+        if isinstance(frame, FileFrame):
+            frame.close()

@@ -1,0 +1,81 @@
+"""URL output: PUT a job's result to a client-named HTTP(S) URL (e.g. a presigned S3 URL).
+
+The same address rules as URL input (`ffserve.transfer.download`): the host is resolved and every
+address checked, and the request goes to the checked address with the original Host
+header and TLS server name. The body streams from disk; redirects are not followed (a
+presigned URL does not redirect, and a redirected PUT would re-send the body elsewhere).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import trio
+
+from ffserve.errors import ErrorCode, JobError
+from ffserve.transfer.download import IPAddress, check_url, pinned_request, resolve_in_time
+
+READ_BYTES = 1024 * 1024
+
+
+def _failed(message: str) -> JobError:
+    return JobError(message, code=ErrorCode.URL_UPLOAD_FAILED)
+
+
+async def _put(
+    client: httpx.AsyncClient,
+    target: httpx.URL,
+    address: IPAddress,
+    headers: dict[str, str],
+    path: Path,
+) -> httpx.Response:
+    request = pinned_request(client, "PUT", target, address, headers=headers, content=_body(path))
+    # Streamed and closed unread: only the status matters, and a body the other end
+    # chose (endless, or slow) must cost neither memory nor time.
+    response = await client.send(request, stream=True)
+    await response.aclose()
+    return response
+
+
+def public_location(url: httpx.URL) -> str:
+    """Where the output went, without the query (presigned URLs carry secrets there)."""
+    return str(url.copy_with(query=None, fragment=None, username=None, password=None))
+
+
+async def _body(path: Path) -> AsyncIterator[bytes]:
+    async with await trio.open_file(path, "rb") as f:
+        while chunk := await f.read(READ_BYTES):
+            yield chunk
+
+
+async def put_file(
+    client: httpx.AsyncClient, url: str, path: Path, content_type: str, *, allow_private: bool
+) -> str:
+    """Upload `path` to `url` with PUT; returns the URL without its query.
+
+    Errors: JobError(URL_FORBIDDEN) for a URL or address that is not allowed;
+    JobError(URL_UPLOAD_FAILED) for DNS, connect, timeout or a non-2xx answer.
+    """
+    target = check_url(url, what="output.url")
+    addresses = await resolve_in_time(client, target, allow_private, _failed)
+    size = (await trio.Path(path).stat()).st_size
+    headers = {"Content-Length": str(size), "Content-Type": content_type}
+    try:
+        *others, last = addresses
+        for address in others:  # the checked addresses in turn, as URL input does
+            try:
+                response = await _put(client, target, address, headers, path)
+                break
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                continue
+        else:
+            response = await _put(client, target, last, headers, path)
+    except httpx.TimeoutException:
+        raise _failed("uploading to the output URL timed out") from None
+    except httpx.HTTPError as exc:
+        raise _failed(f"uploading to the output URL failed ({type(exc).__name__})") from None
+    if not 200 <= response.status_code < 300:
+        raise _failed(f"the output URL answered HTTP {response.status_code}")
+    return public_location(target)

@@ -1,0 +1,97 @@
+"""A connection's one outbound queue, drained by its writer task.
+
+The queue is bounded, so a client that reads slowly slows down the jobs sending to it
+(back-pressure) instead of growing server memory. Binary frames (chunks of up to a MiB
+or more, v1 outputs as `FileFrame`s read from disk while they are sent) are bounded
+separately and more tightly: at most BINARY_IN_FLIGHT of them wait for the writer at
+once, so a stalled reader pins a couple of chunks (or open files), not a queue full of
+them. Progress updates are the exception: they are offered without waiting and dropped
+when the queue is full, because a newer one will follow and a late one is worthless.
+
+`close()` queues an end marker (`None`) behind everything already owed to the client:
+the writer sends those frames, then closes the WebSocket (server shutdown).
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+import attrs
+import trio
+
+from ffserve.wire.messages import ServerMessage, encode
+
+BINARY_IN_FLIGHT = 2
+
+
+@attrs.define(eq=False)
+class FileFrame:
+    """A binary frame whose payload is read from an open file as it is sent (a v1
+    output), so the file is never held in memory. Whoever drops it unsent closes it."""
+
+    header: bytes  # the binary frame's length-prefixed JSON header
+    file: BinaryIO
+    size: int  # bytes of the file to send
+
+    def close(self) -> None:
+        self.file.close()
+
+
+Frame = str | bytes | FileFrame
+# What the writer receives: a frame, or None for "close the connection now".
+Outgoing = Frame | None
+
+
+@attrs.define(eq=False)
+class Outbox:
+    _send: trio.MemorySendChannel[Outgoing]
+    _binary_slots: trio.Semaphore = attrs.Factory(lambda: trio.Semaphore(BINARY_IN_FLIGHT))
+
+    @classmethod
+    def open(cls, size: int) -> tuple[Outbox, trio.MemoryReceiveChannel[Outgoing]]:
+        send, receive = trio.open_memory_channel[Outgoing](size)
+        return cls(send), receive
+
+    async def send(self, message: ServerMessage) -> None:
+        await self._send.send(encode(message))
+
+    async def send_binary(self, data: bytes) -> None:
+        await self.reserve_binary()
+        await self.send_reserved(data)
+
+    async def reserve_binary(self) -> None:
+        """Take a binary-frame slot. Take it before reading a chunk into memory or
+        opening an output, so a reader that has stalled pins at most BINARY_IN_FLIGHT
+        frames' bytes (or open files)."""
+        await self._binary_slots.acquire()
+
+    def release_binary(self) -> None:
+        """Give back a slot taken by `reserve_binary` for a frame that will not be sent."""
+        self._binary_slots.release()
+
+    async def send_reserved(self, data: bytes | FileFrame) -> None:
+        """Queue a binary frame whose slot is taken; the writer frees it once sent."""
+        try:
+            await self._send.send(data)
+        except BaseException:
+            self.release_binary()
+            if isinstance(data, FileFrame):
+                data.close()
+            raise
+
+    def sent(self, frame: Frame) -> None:
+        """The writer has sent `frame`: a binary frame frees its slot."""
+        if not isinstance(frame, str):
+            self._binary_slots.release()
+
+    def offer(self, message: ServerMessage) -> bool:
+        """Queue without waiting; False (and dropped) if the queue is full or closed."""
+        try:
+            self._send.send_nowait(encode(message))
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Queue a graceful close after the frames already queued (waits if full)."""
+        await self._send.send(None)

@@ -1,0 +1,243 @@
+"""WebSocket connections on Trio, server side: the listener, the handshake, and a
+connection whose messages arrive in pieces (`wsframes` says why not trio-websocket).
+
+    serve_websocket(handler, host, port, ...)   trio.serve_listeners
+      '- per TCP connection: read the upgrade request (within `handshake_timeout`),
+         then `handler(WebSocketRequest)`; the socket is closed when the handler returns.
+
+`WebSocket.receive()` returns the next `TextPart` or `BinaryPart`, answering pings on the
+way, and reads the socket only when asked, so a reader that stops asking stops the
+client (TCP back-pressure). It raises `ConnectionClosed` once the peer has closed (its
+close frame is answered), broken the protocol (it is sent the close code), or vanished.
+Sends from several tasks are serialised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import BinaryIO
+
+import attrs
+import trio
+
+from ffserve.wire.frames import (
+    BINARY,
+    CLOSE,
+    NO_STATUS,
+    NORMAL,
+    PONG,
+    TEXT,
+    BinaryPart,
+    Close,
+    FrameDecoder,
+    Ping,
+    ProtocolViolation,
+    TextPart,
+    close_payload,
+    frame_header,
+)
+from ffserve.wire.handshake import Handshake, HandshakeFailed, UpgradeRequest, refusal
+
+log = logging.getLogger(__name__)
+ABNORMAL = 1006  # no close frame: the peer vanished (never sent on the wire)
+# Below this, header and payload go out in one write (a copy, cheaper than a syscall).
+_JOIN_BELOW = 64 * 1024
+# Read size of a file sent as a frame: memory per connection while it goes out.
+_FILE_PIECE = 1024 * 1024
+# Its own threads: a frame's reads hold the send lock (pongs, close frames wait behind
+# them), so they must not queue behind long jobs in Trio's default thread limiter.
+_FILE_READS = trio.CapacityLimiter(8)
+# How long a close frame may wait to go out (behind a send to a client that stopped reading).
+CLOSE_SEND_S = 5.0
+
+
+class ConnectionClosed(Exception):
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"WebSocket closed ({code}{': ' + reason if reason else ''})")
+        self.code = code
+        self.reason = reason
+
+
+class WebSocket:
+    """The server end of one open WebSocket connection."""
+
+    def __init__(self, stream: trio.abc.Stream, receive_size: int, initial: bytes = b"") -> None:
+        self._stream = stream
+        self._receive_size = receive_size
+        self._decoder = FrameDecoder()
+        self._decoder.feed(initial)
+        self._send_lock = trio.StrictFIFOLock()
+        self._close_sent = False
+        self._closed: tuple[int, str] | None = None
+
+    async def receive(self) -> TextPart | BinaryPart:
+        """The next piece of a message. Errors: ConnectionClosed."""
+        while True:
+            if self._closed is not None:
+                raise ConnectionClosed(*self._closed)
+            try:
+                event = self._decoder.next_event()
+            except ProtocolViolation as exc:
+                await self._send_close(exc.close_code, exc.reason)
+                self._closed = (exc.close_code, exc.reason)
+                continue
+            if event is None:
+                await self._receive_some()
+            elif isinstance(event, TextPart | BinaryPart):
+                if not self._close_sent:  # else closing: drain until the peer's close
+                    return event
+            elif isinstance(event, Ping):
+                if not self._close_sent:
+                    await self._send_frame(PONG, event.payload)
+            elif isinstance(event, Close):
+                # Echo its code (RFC 6455 5.5.1); 1005 means "none" and is never sent.
+                code = NORMAL if event.code == NO_STATUS else event.code
+                await self._send_close(code, "")
+                self._closed = (event.code, event.reason)
+            # A Pong needs nothing: this server sends no pings of its own.
+
+    async def send(self, message: str | bytes) -> None:
+        """Send one message as one frame. Errors: ConnectionClosed."""
+        if isinstance(message, str):
+            await self._send_frame(TEXT, message.encode("utf-8"))
+        else:
+            await self._send_frame(BINARY, message)
+
+    async def send_file(self, prefix: bytes, file: BinaryIO, size: int) -> None:
+        """Send one binary message: `prefix`, then `size` bytes of `file`, read a piece
+        at a time (in a thread) as the socket takes them. Errors: ConnectionClosed."""
+        async with self._send_lock:
+            self._check_open()
+            try:
+                await self._stream.send_all(frame_header(BINARY, len(prefix) + size) + prefix)
+                left = size
+                while left:
+                    try:
+                        piece = await trio.to_thread.run_sync(
+                            file.read, min(left, _FILE_PIECE), limiter=_FILE_READS
+                        )
+                    except OSError:
+                        piece = b""
+                    if not piece:
+                        # The frame's length is on the wire: the connection cannot go on.
+                        log.error("could not read the %d bytes left of a v1 output", left)
+                        await self._stream.aclose()
+                        raise self._lost()
+                    await self._stream.send_all(piece)
+                    left -= len(piece)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise self._lost() from None
+
+    async def close(self, code: int = NORMAL, reason: str = "") -> None:
+        """Start the closing handshake; `receive` raises ConnectionClosed once the peer
+        answers (data that arrives meanwhile is dropped). The caller bounds the wait."""
+        await self._send_close(code, reason)
+
+    async def _receive_some(self) -> None:
+        try:
+            data = await self._stream.receive_some(self._receive_size)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            data = b""
+        if not data:
+            self._lost()
+        self._decoder.feed(data)
+
+    async def _send_close(self, code: int, reason: str) -> None:
+        if self._close_sent:
+            return
+        # Bounded: a client that has stopped reading must not hold the connection open.
+        with trio.move_on_after(CLOSE_SEND_S), contextlib.suppress(ConnectionClosed):
+            await self._send_frame(CLOSE, close_payload(code, reason))
+        self._close_sent = True
+
+    def _check_open(self) -> None:
+        if self._close_sent:
+            raise ConnectionClosed(*(self._closed or (NORMAL, "closing")))
+
+    def _lost(self) -> ConnectionClosed:
+        self._close_sent = True
+        self._closed = self._closed or (ABNORMAL, "connection lost")
+        return ConnectionClosed(*self._closed)
+
+    async def _send_frame(self, opcode: int, payload: bytes) -> None:
+        async with self._send_lock:
+            self._check_open()
+            header = frame_header(opcode, len(payload))
+            try:
+                if len(payload) < _JOIN_BELOW:
+                    await self._stream.send_all(header + payload)
+                else:
+                    await self._stream.send_all(header)
+                    await self._stream.send_all(payload)
+                if opcode == CLOSE:  # under the lock, so no frame can follow it out
+                    self._close_sent = True
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise self._lost() from None
+
+
+@attrs.define(eq=False)
+class WebSocketRequest:
+    """An upgrade request, to be accepted or rejected by the handler."""
+
+    _stream: trio.abc.Stream
+    _handshake: Handshake
+    request: UpgradeRequest
+    _receive_size: int
+
+    async def accept(self) -> WebSocket:
+        """Errors: ConnectionClosed if the client has gone."""
+        try:
+            await self._stream.send_all(self._handshake.accept())
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise ConnectionClosed(ABNORMAL, "connection lost") from None
+        return WebSocket(self._stream, self._receive_size, self._handshake.trailing)
+
+    async def reject(self, status: int, body: bytes = b"") -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._stream.send_all(refusal(status, body=body))
+
+
+async def _read_request(stream: trio.abc.Stream, receive_size: int) -> Handshake | None:
+    handshake = Handshake()
+    try:
+        while handshake.request() is None:
+            handshake.receive_data(await stream.receive_some(receive_size))
+    except HandshakeFailed as exc:
+        if exc.response:
+            await stream.send_all(exc.response)
+        return None
+    return handshake
+
+
+async def serve_websocket(
+    handler: Callable[[WebSocketRequest], Awaitable[None]],
+    host: str,
+    port: int,
+    *,
+    handler_nursery: trio.Nursery,
+    handshake_timeout: float,
+    receive_size: int,
+    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept WebSocket connections until cancelled; `task_status.started(listeners)`."""
+    listeners = await trio.open_tcp_listeners(port, host=host)
+
+    async def on_connection(stream: trio.SocketStream) -> None:
+        async with stream:
+            handshake = None
+            try:
+                with trio.move_on_after(handshake_timeout):
+                    handshake = await _read_request(stream, receive_size)
+                if handshake is not None and (request := handshake.request()) is not None:
+                    await handler(WebSocketRequest(stream, handshake, request, receive_size))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the client went away during the handshake
+            except Exception:
+                # One client's failure must never reach the listener's nursery.
+                log.exception("WebSocket connection ended by an unexpected error")
+
+    await trio.serve_listeners(
+        on_connection, listeners, handler_nursery=handler_nursery, task_status=task_status
+    )

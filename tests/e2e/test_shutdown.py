@@ -1,0 +1,283 @@
+"""`python -m ffserve serve` as a real process: signals, drain, HTTP probes, bad config.
+
+The server is a subprocess here (signals are per process), started with port 0 and
+found through its "listening" log line; its temp dir comes from
+FFSERVE_STORAGE_TEMP_DIR. FFmpeg runs as the server's child, found by scanning /proc.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import attrs
+import httpx
+import pytest
+import trio
+import trio.lowlevel
+from trio_websocket import ConnectionClosed
+
+from ffserve.service.server import Endpoints
+from tests.conftest import BLOCKER_OPTIONS, Media, StartServer
+from tests.helpers import Client, children_of, connect, next_error, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+LISTENING = re.compile(r"listening on (ws://\S+) \(HTTP on port (\d+)\)")
+
+
+@attrs.define
+class ServerProcess:
+    process: trio.Process
+    url: str
+    http_port: int
+    temp_root: Path
+    log: list[str]
+
+    @property
+    def ready_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/ready"
+
+    def ffmpeg_children(self) -> set[tuple[int, str]]:
+        """(pid, start time) of the server's live children: pids may be reused."""
+        return {(pid, start) for pid, state, start in children_of(self.process.pid) if state != "Z"}
+
+
+def still_alive(children: set[tuple[int, str]]) -> set[tuple[int, str]]:
+    alive = set()
+    for pid, start in children:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[19] == start and fields[0] != "Z":
+            alive.add((pid, start))
+    return alive
+
+
+def server_env(tmp_path: Path, **settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FFSERVE_")}
+    env["PYTHONPATH"] = str(REPO)
+    env["FFSERVE_STORAGE_TEMP_DIR"] = str(tmp_path / "work")
+    env.update(settings)
+    return env
+
+
+@asynccontextmanager
+async def run_server(tmp_path: Path, **settings: str) -> AsyncIterator[ServerProcess]:
+    """Start `python -m ffserve serve` on free ports; kill it if the test leaves it."""
+    log: list[str] = []
+    listening = trio.Event()
+    found: list[str] = []
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "ffserve", "serve", "--port", "0", "--http-port", "0"],
+        cwd=tmp_path,  # no ./config.toml here
+        env=server_env(tmp_path, **settings),
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+
+    async def read_log() -> None:
+        assert process.stderr is not None
+        buffer = b""
+        async for chunk in process.stderr:
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                text = line.decode(errors="replace")
+                log.append(text)
+                match = LISTENING.search(text)
+                if match:
+                    found.extend(match.groups())
+                    listening.set()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_log)
+            await listening.wait()
+            yield ServerProcess(process, found[0], int(found[1]), tmp_path / "work", log)
+            nursery.cancel_scope.cancel()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
+
+
+async def start_blocker(client: Client, blocker: Path) -> None:
+    await client.start("long", "speed", BLOCKER_OPTIONS)
+    await client.upload("long", blocker)
+    await wait_for(client, "long", "progress", stage="processing")
+
+
+async def wait_children(server: ServerProcess) -> set[tuple[int, str]]:
+    while not server.ffmpeg_children():  # noqa: ASYNC110 (no event for "a process started")
+        await trio.sleep(0.01)
+    return server.ffmpeg_children()
+
+
+async def wait_draining(http: httpx.AsyncClient, server: ServerProcess) -> None:
+    while True:
+        response = await http.get(server.ready_url)
+        if response.status_code == 503:
+            assert response.json() == {"ready": False, "reason": "draining"}
+            return
+        await trio.sleep(0.02)
+
+
+def temp_roots(server: ServerProcess) -> list[Path]:
+    return list(server.temp_root.glob("ffserve-*"))
+
+
+async def test_sigterm_drains_until_deadline_then_stops(tmp_path: Path, blocker: Path) -> None:
+    """SIGTERM: /ready 503, new jobs SHUTTING_DOWN, running job gets drain_timeout_s, then
+    it is stopped: exit 0, no FFmpeg left, temp root removed."""
+    with trio.fail_after(60):
+        async with (
+            run_server(tmp_path, FFSERVE_SERVER_DRAIN_TIMEOUT_S="2") as server,
+            httpx.AsyncClient() as http,
+        ):
+            assert (await http.get(server.ready_url)).status_code == 200
+            async with connect(server.url) as client:
+                await start_blocker(client, blocker)
+                children = await wait_children(server)
+                assert len(temp_roots(server)) == 1
+                server.process.send_signal(signal.SIGTERM)
+                await wait_draining(http, server)
+                health = (await http.get(f"http://127.0.0.1:{server.http_port}/health")).json()
+                assert health["status"] == "draining" and health["running"] == 1
+                await client.start("late", "thumbnail", {})
+                await next_error(client, "SHUTTING_DOWN", "late")
+                assert still_alive(children) == children  # still draining
+                with trio.fail_after(2 + 15):
+                    returncode = await server.process.wait()
+                with pytest.raises(ConnectionClosed):
+                    while True:
+                        await client.recv()
+            assert returncode == 0, server.log
+            assert still_alive(children) == set()
+            assert temp_roots(server) == []
+            assert not any("Traceback" in line for line in server.log), server.log
+
+
+async def test_drain_delivers_and_exits_once_jobs_are_done(
+    tmp_path: Path, blocker: Path, media: Media
+) -> None:
+    """During the drain, admitted jobs still run and their results reach the client;
+    the server exits when the last job ends (not at the 60 s deadline), after closing
+    each connection with 1001 behind the frames it owed."""
+    with trio.fail_after(30):
+        async with (
+            run_server(tmp_path, FFSERVE_SERVER_DRAIN_TIMEOUT_S="60") as server,
+            httpx.AsyncClient() as http,
+        ):
+            async with connect(server.url) as client:
+                await start_blocker(client, blocker)
+                children = await wait_children(server)
+                await client.start("held", "thumbnail", {"timestamp": 0.5})
+                assert (await client.recv_json())["type"] == "ack"
+                server.process.send_signal(signal.SIGTERM)
+                await wait_draining(http, server)
+                await client.upload("held", media.clip)  # admitted before: still runs
+                result = await client.collect("held")
+                assert result.final["type"] == "completed", result.final
+                assert result.outputs[0][1][:2] == b"\xff\xd8"
+                await client.send({"type": "cancel_job", "job_id": "long"})
+                while True:
+                    message = await client.recv_json()
+                    if message["type"] == "error":
+                        assert message["code"] == "JOB_CANCELLED", message
+                        break
+                with pytest.raises(ConnectionClosed) as closed:
+                    await client.recv()
+                reason = closed.value.reason
+                assert reason is not None and reason.code == 1001
+                returncode = await server.process.wait()  # well inside the 60 s drain
+            assert returncode == 0, server.log
+            assert still_alive(children) == set()
+            assert temp_roots(server) == []
+
+
+async def test_second_sigint_stops_at_once(tmp_path: Path, blocker: Path) -> None:
+    with trio.fail_after(30):
+        async with (
+            run_server(tmp_path, FFSERVE_SERVER_DRAIN_TIMEOUT_S="600") as server,
+            httpx.AsyncClient() as http,
+        ):
+            async with connect(server.url) as client:
+                await start_blocker(client, blocker)
+                children = await wait_children(server)
+                server.process.send_signal(signal.SIGINT)
+                await wait_draining(http, server)
+                assert still_alive(children) == children
+                server.process.send_signal(signal.SIGINT)
+                returncode = await server.process.wait()  # not after 600 s of drain
+            assert returncode == 0, server.log
+            assert still_alive(children) == set()
+            assert temp_roots(server) == []
+
+
+async def test_health_and_ready(start_server: StartServer) -> None:
+    server: Endpoints = await start_server(jobs={"max_concurrent": 3, "queue_limit": 5})
+    base = f"http://127.0.0.1:{server.http_port}"
+    with trio.fail_after(30):
+        async with httpx.AsyncClient() as http:
+            health = (await http.get(f"{base}/health")).json()
+            assert health["status"] == "ok"
+            assert (health["capacity"], health["queue_limit"]) == (3, 5)
+            assert (health["running"], health["queued"]) == (0, 0)
+            assert health["ffmpeg_version"]
+            ready = await http.get(f"{base}/ready")
+            assert (ready.status_code, ready.json()) == (200, {"ready": True})
+            async with connect(server.url):
+                while (await http.get(f"{base}/health")).json()["connections"] != 1:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            metrics = await http.get(f"{base}/metrics")
+            assert metrics.status_code == 200 and "ffserve_worker_capacity 3" in metrics.text
+            assert (await http.get(f"{base}/nope")).status_code == 404
+            assert (await http.post(f"{base}/ready")).status_code == 405
+
+
+async def run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[bytes]:
+    return await trio.run_process(
+        [sys.executable, "-m", "ffserve", "serve", "--port", "0", "--http-port", "0", *args],
+        cwd=tmp_path,
+        env=server_env(tmp_path, **env),
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ("[jobs]\nmax_concurent = 1\n", "jobs.max_concurent"),
+        ("[jobs]\nmax_concurrent = 0\n", "jobs.max_concurrent"),
+        ("[jobs]\nmax_concurrent = 'two'\n", "jobs.max_concurrent"),
+        ("[jbos]\nmax_concurrent = 1\n", "jbos"),
+    ],
+)
+async def test_bad_config_key_exits_nonzero_naming_it(
+    tmp_path: Path, toml: str, named: str
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(toml)
+    with trio.fail_after(30):
+        result = await run_cli(tmp_path, "--config", str(config))
+    assert result.returncode != 0
+    stderr = result.stderr.decode()
+    assert named in stderr, stderr
+    assert "Traceback" not in stderr, stderr
+
+
+async def test_bad_env_override_exits_nonzero_naming_it(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        result = await run_cli(tmp_path, FFSERVE_JOBS_MAX_CONCURENT="1")
+    assert result.returncode != 0
+    assert "FFSERVE_JOBS_MAX_CONCURENT" in result.stderr.decode()
