@@ -1,32 +1,40 @@
-"""What every connection and job shares for the life of the server."""
+"""What every job uses for the life of the server. Nothing here is one job's state: the
+mutable parts (the pool's queue, admission's reservations) are owned by their classes."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import attrs
 import httpx
-import trio
 
 from ffserve.config import Config
+from ffserve.ffmpeg.probe import Prober
+from ffserve.jobs.admission import Admission
 from ffserve.jobs.pool import WorkerPool
 from ffserve.metrics import Metrics
 
 
-@attrs.define(eq=False)
+@attrs.frozen(eq=False)
 class Services:
     config: Config
     pool: WorkerPool
+    admission: Admission
+    prober: Prober
     http: httpx.AsyncClient
     workspace: Path
-    ffmpeg_version: str
-    metrics: Metrics = attrs.Factory(Metrics)
-    draining: bool = False
-    # Set when a draining server has no jobs left: connections flush and close.
-    stopping: trio.Event = attrs.Factory(trio.Event)
-    # Bytes of temp disk promised to announced (chunked) uploads of live jobs.
-    reserved_bytes: int = 0
-    probe_slots: trio.CapacityLimiter = attrs.Factory(
-        lambda: trio.CapacityLimiter(os.cpu_count() or 2)
-    )
+    metrics: Metrics
+
+    @classmethod
+    def start(cls, config: Config, http: httpx.AsyncClient, workspace: Path) -> Services:
+        """The services of a server with `config`, its URL client and its jobs' root dir."""
+        pool = WorkerPool(config.jobs.max_concurrent, config.jobs.queue_limit)
+        return cls(
+            config,
+            pool,
+            Admission(config, pool, workspace),
+            Prober(config.ffmpeg, config.limits),
+            http,
+            workspace,
+            Metrics(),
+        )

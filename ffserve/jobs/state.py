@@ -1,32 +1,124 @@
-"""Job states and the one table of allowed transitions (as h11's `_state.py` does it)."""
+"""A job's life as one state machine: events in, state out (as h11's `_state.py` does it).
+
+Everything that decides what a job may do next lives here: which event is allowed in
+which state (`TRANSITIONS`), how many v1 uploads a job takes, whether a cancel can still
+change its outcome. Nothing outside this module assigns a job's state; the job's code
+tells the machine what happened (`process`) and acts on the answer.
+
+    RECEIVING --INPUT_RECEIVED--> PROBING --PLANNED--> QUEUED --SLOT_TAKEN--> RUNNING
+        |  ^ UPLOAD_BEGUN            |                                           |
+        |  '-----------'             '--METADATA_ONLY--.          FFMPEG_EXITED  |
+        |                                               v                        v
+        |                          DONE <--LAST_WORD-- DELIVERING <--VERIFIED-- VERIFYING
+        |                           ^ ^
+        |   CANCEL_REQUESTED from   | '--LAST_WORD-- CANCELLING    (JOB_CANCELLED queued)
+        |   RECEIVING .. RUNNING    '----LAST_WORD-- FAILING       (its error queued)
+        |   FAILED from any live state, CANCELLING included; UPLOAD_BEGUN in CANCELLING
+        |   and FAILING too (the frame is dropped: the job's error is its answer)
+        '-- ABORTED from any state: the connection or the server went away; nothing is owed
+
+A job reaches DONE just before its last message is queued, so that a client that reads
+that message may reuse the job id at once. A failed or delivering job can no longer be
+cancelled (its outcome is fixed); a job whose cancel was asked for ends JOB_CANCELLED
+unless it fails first.
+"""
 
 from __future__ import annotations
 
 import enum
 
+import attrs
+
 
 class JobState(enum.Enum):
     RECEIVING = "receiving"  # waiting for uploads or fetching the URL
-    QUEUED = "queued"  # input complete, waiting for a worker slot
+    PROBING = "probing"  # input complete: reading what it holds, planning the FFmpeg run
+    QUEUED = "queued"  # waiting for a worker slot
     RUNNING = "running"  # FFmpeg is running
+    VERIFYING = "verifying"  # FFmpeg has exited: its outputs are being probed
     DELIVERING = "delivering"  # sending results
-    DONE = "done"  # completed, failed or cancelled: terminal
+    CANCELLING = "cancelling"  # the client cancelled: cleaning up, JOB_CANCELLED owed
+    FAILING = "failing"  # the job failed: cleaning up, its error owed
+    DONE = "done"  # terminal: the last message is queued, or nobody is left to tell
 
 
-TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.RECEIVING: frozenset({JobState.QUEUED, JobState.DONE}),
-    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.DELIVERING, JobState.DONE}),
-    JobState.RUNNING: frozenset({JobState.DELIVERING, JobState.DONE}),
-    JobState.DELIVERING: frozenset({JobState.DONE}),
-    JobState.DONE: frozenset(),
+class JobEvent(enum.Enum):
+    UPLOAD_BEGUN = "upload begun"  # a binary frame for the job has begun
+    INPUT_RECEIVED = "input received"
+    PLANNED = "planned"  # probed and planned: wants a worker slot
+    METADATA_ONLY = "metadata only"  # `probe`: the answer is the input's metadata
+    SLOT_TAKEN = "slot taken"
+    FFMPEG_EXITED = "ffmpeg exited"
+    VERIFIED = "verified"
+    CANCEL_REQUESTED = "cancel requested"
+    FAILED = "failed"
+    LAST_WORD = "last word"  # the job's last message is about to be queued
+    ABORTED = "aborted"
+
+
+S, E = JobState, JobEvent
+_LIVE = (S.RECEIVING, S.PROBING, S.QUEUED, S.RUNNING, S.VERIFYING, S.DELIVERING)
+
+TRANSITIONS: dict[JobState, dict[JobEvent, JobState]] = {
+    S.RECEIVING: {E.UPLOAD_BEGUN: S.RECEIVING, E.INPUT_RECEIVED: S.PROBING},
+    S.PROBING: {E.PLANNED: S.QUEUED, E.METADATA_ONLY: S.DELIVERING},
+    S.QUEUED: {E.SLOT_TAKEN: S.RUNNING},
+    S.RUNNING: {E.FFMPEG_EXITED: S.VERIFYING},
+    S.VERIFYING: {E.VERIFIED: S.DELIVERING},
+    S.DELIVERING: {E.LAST_WORD: S.DONE},
+    # A second cancel changes nothing; a failure while cancelling wins (its error is sent).
+    # Uploads still on the wire for an ending job are taken and dropped: its error (or
+    # JOB_CANCELLED) is its answer to them.
+    S.CANCELLING: {
+        E.UPLOAD_BEGUN: S.CANCELLING,
+        E.CANCEL_REQUESTED: S.CANCELLING,
+        E.FAILED: S.FAILING,
+        E.LAST_WORD: S.DONE,
+    },
+    S.FAILING: {E.UPLOAD_BEGUN: S.FAILING, E.FAILED: S.FAILING, E.LAST_WORD: S.DONE},
+    S.DONE: {},
 }
+for _state in _LIVE:
+    TRANSITIONS[_state][E.FAILED] = S.FAILING
+# Cancelling still changes the outcome until FFmpeg's work is done.
+for _state in (S.RECEIVING, S.PROBING, S.QUEUED, S.RUNNING):
+    TRANSITIONS[_state][E.CANCEL_REQUESTED] = S.CANCELLING
+for _events in TRANSITIONS.values():
+    _events[E.ABORTED] = S.DONE
 
 
 class InvalidTransition(RuntimeError):
-    pass
+    """`event` is not allowed in `state`: the job's code (or its client) broke a rule."""
+
+    def __init__(self, state: JobState, event: JobEvent) -> None:
+        super().__init__(f"a {state.value} job cannot take {event.value!r}")
+        self.state = state
+        self.event = event
 
 
-def check_transition(current: JobState, new: JobState) -> JobState:
-    if new not in TRANSITIONS[current]:
-        raise InvalidTransition(f"job cannot go from {current.value} to {new.value}")
-    return new
+@attrs.define
+class JobStateMachine:
+    """One job's state. `uploads`: how many v1 (whole-file) uploads it takes; None for
+    chunked input, whose files arrive in any number of frames."""
+
+    uploads: int | None
+    state: JobState = JobState.RECEIVING
+    uploads_begun: int = 0
+
+    def process(self, event: JobEvent) -> JobState:
+        """Apply `event`; returns the new state. Errors: InvalidTransition."""
+        new = TRANSITIONS[self.state].get(event)
+        if new is None:
+            raise InvalidTransition(self.state, event)
+        if event is E.UPLOAD_BEGUN and self.state is S.RECEIVING:
+            # A v1 job takes as many whole-file uploads as it has inputs, and no more.
+            if self.uploads is not None and self.uploads_begun >= self.uploads:
+                raise InvalidTransition(self.state, event)
+            self.uploads_begun += 1
+        self.state = new
+        return new
+
+    @property
+    def active(self) -> bool:
+        """Whether the job still holds its id on the connection."""
+        return self.state is not JobState.DONE

@@ -20,12 +20,12 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-def health(services: Services) -> dict[str, Any]:
+def health(services: Services, ffmpeg_version: str) -> dict[str, Any]:
     pool = services.pool
     return {
-        "status": "draining" if services.draining else "ok",
+        "status": "draining" if services.admission.draining else "ok",
         "version": __version__,
-        "ffmpeg_version": services.ffmpeg_version,
+        "ffmpeg_version": ffmpeg_version,
         "running": pool.running,
         "queued": pool.queued,
         "capacity": pool.capacity,
@@ -37,14 +37,16 @@ def health(services: Services) -> dict[str, Any]:
 
 
 def ready(services: Services) -> tuple[int, dict[str, Any]]:
-    if services.draining:
+    if services.admission.draining:
         return 503, {"ready": False, "reason": "draining"}
     if services.pool.full:
         return 503, {"ready": False, "reason": "queue full"}
     return 200, {"ready": True}
 
 
-def make_app(services: Services) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+def make_app(
+    services: Services, ffmpeg_version: str
+) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while True:
@@ -60,7 +62,11 @@ def make_app(services: Services) -> Callable[[Scope, Receive, Send], Awaitable[N
         if method not in ("GET", "HEAD"):
             status, body, kind = 405, b'{"error":"method not allowed"}', "application/json"
         elif path == "/health":
-            status, body, kind = 200, json.dumps(health(services)).encode(), "application/json"
+            status, body, kind = (
+                200,
+                json.dumps(health(services, ffmpeg_version)).encode(),
+                "application/json",
+            )
         elif path == "/ready":
             code, payload = ready(services)
             status, body, kind = code, json.dumps(payload).encode(), "application/json"
@@ -93,6 +99,7 @@ def make_app(services: Services) -> Callable[[Scope, Receive, Send], Awaitable[N
 
 async def serve_http(
     services: Services,
+    ffmpeg_version: str,
     host: str,
     port: int,
     *,
@@ -107,6 +114,6 @@ async def serve_http(
 
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
-            partial(hypercorn_serve, make_app(services), config, mode="asgi")  # type: ignore[arg-type]
+            partial(hypercorn_serve, make_app(services, ffmpeg_version), config, mode="asgi")  # type: ignore[arg-type]
         )
         task_status.started(int(binds[0].rsplit(":", 1)[1]))

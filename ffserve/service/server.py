@@ -20,7 +20,6 @@ import attrs
 import trio
 
 from ffserve.config import Config
-from ffserve.jobs.pool import WorkerPool
 from ffserve.jobs.services import Services
 from ffserve.jobs.workspace import open_workspace
 from ffserve.service.health import serve_http
@@ -74,15 +73,18 @@ async def serve(
         ) as http,
         open_workspace(config.storage.temp_dir) as root,
     ):
-        pool = WorkerPool(config.jobs.max_concurrent, config.jobs.queue_limit)
-        services = Services(config, pool, http, root, version)
+        services = Services.start(config, http, root)
         server = config.server
+        # Set when a draining server has no jobs left: connections flush and close.
+        stopping = trio.Event()
 
         async def handler(request: WebSocketRequest) -> None:
-            await serve_connection(request, services)
+            await serve_connection(request, services, stopping)
 
         async with trio.open_nursery() as top:
-            http_port = await top.start(serve_http, services, server.host, server.http_port)
+            http_port = await top.start(
+                serve_http, services, version, server.host, server.http_port
+            )
             async with trio.open_nursery() as connections:
                 listener = trio.CancelScope()
 
@@ -108,12 +110,12 @@ async def serve(
                 if shutdown is None:
                     await trio.sleep_forever()
                 await shutdown.wait()
-                services.draining = True
+                services.admission.draining = True
                 listener.cancel()
                 # The drain deadline is on the connections' nursery (as hypercorn's
                 # worker_serve does): jobs finish, then each connection sends what it
                 # still owes its client and closes; the deadline cancels what is left.
                 connections.cancel_scope.deadline = trio.current_time() + server.drain_timeout_s
-                await pool.wait_idle()
-                services.stopping.set()
+                await services.pool.wait_idle()
+                stopping.set()
             top.cancel_scope.cancel()

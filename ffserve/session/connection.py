@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import logging
-import shutil
 from collections import deque
 
 import attrs
@@ -20,12 +19,14 @@ import trio
 
 from ffserve.errors import AdmissionError, ErrorCode, FFserveError, ProtocolError, ValidationError
 from ffserve.ffmpeg.ops import METADATA_ONLY, inputs_expected
-from ffserve.jobs.job import Job, run_job
+from ffserve.jobs.admission import ConnectionShare
+from ffserve.jobs.job import Job
+from ffserve.jobs.lifecycle import run_job
 from ffserve.jobs.services import Services
-from ffserve.jobs.state import JobState
+from ffserve.session.writer import write_outbox
 from ffserve.transfer.download import check_url
 from ffserve.wire.binary import BinaryFrame, UploadPart, decode_header
-from ffserve.wire.frames import GOING_AWAY, BinaryPart, TextPart
+from ffserve.wire.frames import BinaryPart, TextPart
 from ffserve.wire.messages import (
     Ack,
     CancelJob,
@@ -39,15 +40,13 @@ from ffserve.wire.messages import (
     job_id_of,
 )
 from ffserve.wire.options import Options, ThumbnailOptions, parse_options
-from ffserve.wire.outbox import FileFrame, Outbox, Outgoing
+from ffserve.wire.outbox import Outbox
 from ffserve.wire.websocket import ConnectionClosed, WebSocket, WebSocketRequest
 
 log = logging.getLogger(__name__)
 FINISHED_MEMORY = 256
 # No control message needs more; files travel in binary frames.
 MAX_TEXT_CHARS = 1024 * 1024
-# How long a client told to go may take to answer the close frame.
-CLOSE_HANDSHAKE_S = 5.0
 
 
 @attrs.define(eq=False)
@@ -55,6 +54,7 @@ class Connection:
     services: Services
     outbox: Outbox
     nursery: trio.Nursery
+    share: ConnectionShare = attrs.field(init=False)
     jobs: dict[str, Job] = attrs.Factory(dict)
     # Recently ended job ids, so a late frame can be told apart from a wrong id.
     finished: deque[str] = attrs.Factory(lambda: deque(maxlen=FINISHED_MEMORY))
@@ -77,41 +77,30 @@ class Connection:
             assert isinstance(message, Ping)
             await self.outbox.send(Pong())
 
+    def __attrs_post_init__(self) -> None:
+        self.share = ConnectionShare(self.services.config.jobs.per_connection_limit)
+
     async def start_job(self, message: StartJob) -> None:
         job_id = message.job_id
-        services = self.services
         try:
             previous = self.jobs.get(job_id)
-            if previous is not None and previous.state is not JobState.DONE:
+            if previous is not None and previous.active:
                 raise AdmissionError(
                     f"job {job_id!r} is already active on this connection",
                     code=ErrorCode.DUPLICATE_JOB,
                 )
             options = parse_options(message.operation, message.options)
-            if isinstance(message.input, UrlInput):
-                check_url(message.input.url)
-            if message.operation in METADATA_ONLY and (message.output or message.delivery):
-                raise ValidationError(
-                    f"{message.operation} sends no file: output and delivery do not apply",
-                    field="$.output" if message.output else "$.delivery",
-                )
-            if message.output is not None:
-                check_url(message.output.url, what="output.url")
-                if isinstance(options, ThumbnailOptions) and (options.count or 1) > 1:
-                    raise ValidationError(
-                        "an output URL takes one file; thumbnail count > 1 makes several",
-                        field="$.output",
-                    )
-                if message.delivery is not None:
-                    raise ValidationError(
-                        "give either delivery or output, not both", field="$.output"
-                    )
-            reserved = self._admit_files(message, options)
-            if services.draining:
-                raise AdmissionError("server is shutting down", code=ErrorCode.SHUTTING_DOWN)
-            if len(self.jobs) >= services.config.jobs.per_connection_limit:
-                raise AdmissionError("too many active jobs on this connection", code=ErrorCode.BUSY)
-            services.pool.admit()
+            _check_targets(message, options)
+            job = Job(
+                job_id,
+                message.operation,
+                options,
+                message.input,
+                owner=self,
+                delivery=message.delivery,
+                output=message.output,
+            )
+            await self.nursery.start(self._job_task, job, _announced_sizes(message, options))
         except FFserveError as exc:
             exc.job_id = job_id
             if exc.code != ErrorCode.DUPLICATE_JOB:
@@ -121,86 +110,29 @@ class Connection:
             raise
         if job_id in self.refused:
             self.refused.remove(job_id)
-        services.reserved_bytes += reserved
-        job = Job(
-            job_id,
-            message.operation,
-            options,
-            message.input,
-            owner=self,
-            delivery=message.delivery,
-            output=message.output,
-            reserved_bytes=reserved,
-        )
-        self.jobs[job_id] = job
-        try:
-            await self.outbox.send(Ack(job_id, f"{message.operation} job accepted"))
-        except BaseException:
-            # Cancelled while the outbox was full (the client went away): the job task
-            # that would have discharged the admission never starts, so undo it here.
-            self._forget(job)
-            raise
-        self.nursery.start_soon(self._job_task, job)
 
-    def _admit_files(self, message: StartJob, options: Options) -> int:
-        """Disk admission for announced (chunked) uploads: the bytes to reserve.
-
-        Errors: ValidationError for a file list that does not match the operation;
-        AdmissionError(TOO_LARGE) when a file is over the limit or the temp dir's free
-        space, less the reserve and what other jobs have announced, cannot hold them.
-        """
-        if not isinstance(message.input, UploadInput) or message.input.files is None:
-            return 0
-        files = message.input.files
-        wanted = inputs_expected(options)
-        if len(files) != wanted:
-            raise ValidationError(
-                f"input.files must list {wanted} file(s) for this operation", field="$.input.files"
-            )
-        config = self.services.config
-        for n, spec in enumerate(files):
-            if spec.size > config.max_upload_bytes:
-                raise AdmissionError(
-                    f"input.files[{n}] is {spec.size} bytes; the limit is "
-                    f"{config.max_upload_bytes}",
-                    code=ErrorCode.TOO_LARGE,
-                )
-        total = sum(spec.size for spec in files)
-        free = shutil.disk_usage(self.services.workspace).free
-        available = free - config.reserve_bytes - self.services.reserved_bytes
-        if total > available:
-            raise AdmissionError(
-                f"not enough temporary disk space for {total} bytes of upload right now",
-                code=ErrorCode.TOO_LARGE,
-                details={"available_bytes": max(available, 0)},
-            )
-        return total
-
-    def _forget(self, job: Job) -> None:
-        # The id may already belong to a new job: a finished job's id is free at once.
-        if self.jobs.get(job.job_id) is job:
-            del self.jobs[job.job_id]
-            self.finished.append(job.job_id)
-        self.services.pool.discharge()
-        self.services.reserved_bytes -= job.reserved_bytes
-
-    async def _job_task(self, job: Job) -> None:
-        try:
-            await run_job(job, self.services, self.outbox)
-        finally:
-            self._forget(job)
+    async def _job_task(
+        self, job: Job, upload_sizes: list[int], *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        """Admit `job` (errors reach `start_job` through `nursery.start`), acknowledge
+        it, then run it; whatever it holds goes back together when it ends."""
+        with self.services.admission.admit(self.share, upload_sizes) as ticket:
+            self.jobs[job.job_id] = job
+            try:
+                await self.outbox.send(Ack(job.job_id, f"{job.operation} job accepted"))
+                task_status.started()
+                await run_job(job, ticket, self.services, self.outbox)
+            finally:
+                # The id may already belong to a new job: a finished job's id is free at once.
+                if self.jobs.get(job.job_id) is job:
+                    del self.jobs[job.job_id]
+                    self.finished.append(job.job_id)
 
     def cancel_job(self, message: CancelJob) -> None:
         job = self.jobs.get(message.job_id)
         if job is None:
             raise FFserveError(
                 f"no active job {message.job_id!r} on this connection",
-                code=ErrorCode.CANCEL_FAILED,
-                job_id=message.job_id,
-            )
-        if job.failing or job.state in (JobState.DELIVERING, JobState.DONE):
-            raise FFserveError(
-                f"job {message.job_id!r} has already finished processing",
                 code=ErrorCode.CANCEL_FAILED,
                 job_id=message.job_id,
             )
@@ -264,7 +196,7 @@ class Connection:
                 return
             data = incoming.chunk if incoming.size <= self.services.config.chunk_bytes else b""
         piece = attrs.evolve(incoming.frame, payload=memoryview(data))
-        incoming.dropping = not await job.feed_upload(UploadPart(piece, incoming.size, part.last))
+        incoming.dropping = not await job.inbox.put(UploadPart(piece, incoming.size, part.last))
 
     def _route(self, frame: BinaryFrame) -> Job | None:
         """The job a binary frame is for, or None to drop it quietly (its job was refused).
@@ -304,8 +236,48 @@ class IncomingBinary:
     dropping: bool = False
 
 
-async def serve_connection(request: WebSocketRequest, services: Services) -> None:
-    """The handler for one WebSocket request; returns when the client has gone."""
+def _check_targets(message: StartJob, options: Options) -> None:
+    """The URLs and delivery a start_job names. Errors: ValidationError, JobError(URL_*)."""
+    if isinstance(message.input, UrlInput):
+        check_url(message.input.url)
+    if message.operation in METADATA_ONLY and (message.output or message.delivery):
+        raise ValidationError(
+            f"{message.operation} sends no file: output and delivery do not apply",
+            field="$.output" if message.output else "$.delivery",
+        )
+    if message.output is not None:
+        check_url(message.output.url, what="output.url")
+        if isinstance(options, ThumbnailOptions) and (options.count or 1) > 1:
+            raise ValidationError(
+                "an output URL takes one file; thumbnail count > 1 makes several",
+                field="$.output",
+            )
+        if message.delivery is not None:
+            raise ValidationError("give either delivery or output, not both", field="$.output")
+
+
+def _announced_sizes(message: StartJob, options: Options) -> list[int]:
+    """The sizes of announced (chunked) uploads, for disk admission; none for v1 or URL.
+
+    Errors: ValidationError for a file list that does not match the operation.
+    """
+    if not isinstance(message.input, UploadInput) or message.input.files is None:
+        return []
+    files = message.input.files
+    wanted = inputs_expected(options)
+    if len(files) != wanted:
+        raise ValidationError(
+            f"input.files must list {wanted} file(s) for this operation", field="$.input.files"
+        )
+    return [spec.size for spec in files]
+
+
+async def serve_connection(
+    request: WebSocketRequest, services: Services, stopping: trio.Event
+) -> None:
+    """The handler for one WebSocket request; returns when the client has gone.
+    `stopping` is set when a draining server has no jobs left: the connection sends
+    what it owes its client and closes."""
     config = services.config
     metrics = services.metrics
     # Counted before the first await, so concurrent handshakes cannot overshoot the cap.
@@ -318,8 +290,8 @@ async def serve_connection(request: WebSocketRequest, services: Services) -> Non
         outbox, outgoing = Outbox.open(config.server.outbound_queue)
         async with trio.open_nursery() as nursery:
             connection = Connection(services, outbox, nursery)
-            nursery.start_soon(_write, ws, outbox, outgoing, nursery.cancel_scope)
-            nursery.start_soon(_close_when_stopping, services, outbox)
+            nursery.start_soon(write_outbox, ws, outbox, outgoing, nursery.cancel_scope)
+            nursery.start_soon(_close_when_stopping, stopping, outbox)
             await _read(ws, connection)
             nursery.cancel_scope.cancel()
     except ConnectionClosed:
@@ -352,57 +324,11 @@ async def _read(ws: WebSocket, connection: Connection) -> None:
             )
 
 
-async def _close_when_stopping(services: Services, outbox: Outbox) -> None:
+async def _close_when_stopping(stopping: trio.Event, outbox: Outbox) -> None:
     """On shutdown, once no job is left, close after the frames the client is owed.
 
     Cancelling the connection at once would drop a result (or JOB_CANCELLED) that a job
     queued just before the drain ended, and leave the client with no close frame.
     """
-    await services.stopping.wait()
+    await stopping.wait()
     await outbox.close()
-
-
-async def _write(
-    ws: WebSocket,
-    outbox: Outbox,
-    outgoing: trio.MemoryReceiveChannel[Outgoing],
-    connection_scope: trio.CancelScope,
-) -> None:
-    async with outgoing:
-        try:
-            async for frame in outgoing:
-                if frame is None:
-                    # The reader ends the connection when the client answers the close
-                    # frame; one that never does is cut off.
-                    await ws.close(GOING_AWAY, "server shutting down")
-                    await trio.sleep(CLOSE_HANDSHAKE_S)
-                    break
-                try:
-                    if isinstance(frame, FileFrame):
-                        await ws.send_file(frame.header, frame.file, frame.size)
-                    else:
-                        await ws.send(frame)
-                except ConnectionClosed:
-                    break
-                finally:
-                    if isinstance(frame, FileFrame):
-                        frame.close()
-                outbox.sent(frame)
-        finally:
-            # The client is gone (or told to go): so are its jobs. Cancelled before the
-            # channel closes, so a job blocked sending to it sees Cancelled, not a broken
-            # channel (which would count as a job failure).
-            connection_scope.cancel()
-            _close_unsent(outgoing)
-
-
-def _close_unsent(outgoing: trio.MemoryReceiveChannel[Outgoing]) -> None:
-    """Frames left in the queue die with the connection; v1 outputs among them hold
-    open files (of job dirs already removed), which must not wait for the GC."""
-    while True:
-        try:
-            frame = outgoing.receive_nowait()
-        except (trio.WouldBlock, trio.EndOfChannel):
-            return
-        if isinstance(frame, FileFrame):
-            frame.close()

@@ -14,6 +14,8 @@ the writer sends those frames, then closes the WebSocket (server shutdown).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import BinaryIO
 
 import attrs
@@ -55,28 +57,33 @@ class Outbox:
     async def send(self, message: ServerMessage) -> None:
         await self._send.send(encode(message))
 
-    async def send_binary(self, data: bytes) -> None:
-        await self.reserve_binary()
-        await self.send_reserved(data)
-
-    async def reserve_binary(self) -> None:
-        """Take a binary-frame slot. Take it before reading a chunk into memory or
-        opening an output, so a reader that has stalled pins at most BINARY_IN_FLIGHT
-        frames' bytes (or open files)."""
+    @asynccontextmanager
+    async def binary_slot(self) -> AsyncIterator[BinarySlot]:
+        """Hold a place for one binary frame. Take it before reading a chunk into memory
+        or opening an output, so a reader that has stalled pins at most BINARY_IN_FLIGHT
+        frames' bytes (or open files). A place not passed on (sent, or held for later)
+        is given back on leaving the block."""
         await self._binary_slots.acquire()
-
-    def release_binary(self) -> None:
-        """Give back a slot taken by `reserve_binary` for a frame that will not be sent."""
-        self._binary_slots.release()
-
-    async def send_reserved(self, data: bytes | FileFrame) -> None:
-        """Queue a binary frame whose slot is taken; the writer frees it once sent."""
+        slot = BinarySlot(self)
         try:
-            await self._send.send(data)
+            yield slot
+        finally:
+            if not slot.passed_on:
+                self._binary_slots.release()
+
+    async def send_binary(self, data: bytes) -> None:
+        async with self.binary_slot() as slot:
+            await slot.send(data)
+
+    async def _queue_binary(self, frame: bytes | FileFrame) -> None:
+        """Queue a frame whose place is taken; the writer frees the place once sent. If
+        it cannot be queued the place is freed (and a file frame closed) here."""
+        try:
+            await self._send.send(frame)
         except BaseException:
-            self.release_binary()
-            if isinstance(data, FileFrame):
-                data.close()
+            self._binary_slots.release()
+            if isinstance(frame, FileFrame):
+                frame.close()
             raise
 
     def sent(self, frame: Frame) -> None:
@@ -95,3 +102,34 @@ class Outbox:
     async def close(self) -> None:
         """Queue a graceful close after the frames already queued (waits if full)."""
         await self._send.send(None)
+
+
+@attrs.define(eq=False)
+class BinarySlot:
+    """A place taken in the outbox for one binary frame (see `Outbox.binary_slot`)."""
+
+    _outbox: Outbox
+    passed_on: bool = False
+
+    async def send(self, frame: bytes | FileFrame) -> None:
+        """Queue `frame` in this place (waits while the queue is full)."""
+        self.passed_on = True
+        await self._outbox._queue_binary(frame)
+
+    def hold(self, frame: bytes | FileFrame) -> HeldFrame:
+        """Keep the place for `frame`, to be sent later (a job's last frame goes out
+        after its files are removed): the `HeldFrame` owns the place from now on."""
+        self.passed_on = True
+        return HeldFrame(self._outbox, frame)
+
+
+@attrs.define(eq=False)
+class HeldFrame:
+    """A binary frame with its outbox place taken. `send` frees the place (and closes a
+    file frame) if the frame cannot be queued."""
+
+    _outbox: Outbox
+    frame: bytes | FileFrame
+
+    async def send(self) -> None:
+        await self._outbox._queue_binary(self.frame)

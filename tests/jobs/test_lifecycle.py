@@ -39,7 +39,8 @@ from ffserve.jobs.pool import WorkerPool
 from ffserve.jobs.services import Services
 from ffserve.jobs.state import JobState
 from ffserve.service.server import Endpoints
-from ffserve.session.connection import Connection, _write
+from ffserve.session.connection import Connection
+from ffserve.session.writer import write_outbox
 from ffserve.wire.messages import FileSpec, Pong, UploadInput
 from ffserve.wire.options import parse_options
 from ffserve.wire.outbox import Outbox
@@ -523,8 +524,7 @@ async def test_ack_cancelled_on_full_outbox_releases_admission(tmp_path: Path) -
     """A start_job whose `ack` cannot be queued (the client stopped reading) and is then
     cancelled (the client went away) must not leave its admission counted: a leak here
     makes the server BUSY for ever and blocks the shutdown drain."""
-    config: Config = test_config(tmp_path)
-    pool = WorkerPool(capacity=1, queue_limit=1)
+    config: Config = test_config(tmp_path).replace("jobs", max_concurrent=1, queue_limit=1)
     outbox, outgoing = Outbox.open(1)
 
     async def cancel_when_blocked(scope: trio.CancelScope) -> None:
@@ -533,7 +533,8 @@ async def test_ack_cancelled_on_full_outbox_releases_admission(tmp_path: Path) -
 
     with trio.fail_after(10):
         async with httpx.AsyncClient() as http, outgoing, trio.open_nursery() as nursery:
-            services = Services(config, pool, http, tmp_path, "test")
+            services = Services.start(config, http, tmp_path)
+            pool = services.pool
             connection = Connection(services, outbox, nursery)
             await outbox.send_binary(b"fills the outbox")
             with trio.CancelScope() as scope:
@@ -565,7 +566,7 @@ async def test_a_vanished_client_cancels_jobs_blocked_on_its_outbox() -> None:
 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_write, GoneClient(), outbox, outgoing, nursery.cancel_scope)
+            nursery.start_soon(write_outbox, GoneClient(), outbox, outgoing, nursery.cancel_scope)
             nursery.start_soon(job_sending)
     assert seen == [trio.Cancelled]
 
@@ -574,12 +575,12 @@ async def test_a_vanished_client_cancels_jobs_blocked_on_its_outbox() -> None:
 def test_a_job_whose_input_is_complete_refuses_frames_while_it_probes(
     files: list[FileSpec] | None,
 ) -> None:
-    """Between the last upload and `queued` (probing) the job is still RECEIVING, but
-    its input is closed: a new frame gets INVALID_BINARY, not a silent drop."""
+    """Between the last upload and `queued` the job is PROBING: its input is closed, and
+    a new frame gets INVALID_BINARY, not a silent drop."""
     job = Job("j", "speed", parse_options("speed", {"speed_factor": 2}), UploadInput(files), None)
     job.begin_upload()
-    job.close_uploads()
-    assert job.state is JobState.RECEIVING
+    assert not job.input_complete()
+    assert job.state is JobState.PROBING
     with pytest.raises(ProtocolError) as refused:
         job.begin_upload()
     assert refused.value.code == ErrorCode.INVALID_BINARY

@@ -1,0 +1,204 @@
+"""One job's life: input -> probe -> plan -> worker slot -> FFmpeg -> verify -> deliver.
+
+A job runs in its own task under its own `CancelScope`, owned by the `Job`. Cancelling
+the job (cancel_job), its timeout, or the connection going away all end that scope;
+FFmpeg is then terminated and reaped by `run_ffmpeg`, and the job's dir is removed by
+`job_dir`, before the task returns. Each step tells the job's state machine what
+happened; the steps' work lives below: `transfer` (input to disk, results out),
+`ffmpeg` (probe, plan, run, verify).
+
+Every job ends with exactly one last message, sent in one place (`run_job`), after its
+files are removed: its result, its error, or JOB_CANCELLED; or none, when the connection
+or the server went away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+import trio
+
+from ffserve.errors import ErrorCode, FFserveError, JobError
+from ffserve.ffmpeg.ops import METADATA_ONLY, Plan, Source, build_plan, ffmpeg_prefix
+from ffserve.ffmpeg.process import ProcessFailed, run_ffmpeg, summarize
+from ffserve.ffmpeg.progress import ProgressParser, Throttle
+from ffserve.ffmpeg.verify import verify_outputs
+from ffserve.jobs.admission import Ticket
+from ffserve.jobs.job import Job
+from ffserve.jobs.services import Services
+from ffserve.jobs.state import JobEvent, JobState
+from ffserve.jobs.workspace import job_dir
+from ffserve.media.metadata import full_metadata
+from ffserve.transfer.delivery import LastMessage, completion, deliver
+from ffserve.transfer.intake import receive_input
+from ffserve.wire.messages import Completed, Error, Progress
+from ffserve.wire.outbox import Outbox
+
+log = logging.getLogger(__name__)
+PROGRESS_INTERVAL_S = 0.25
+
+
+async def run_job(job: Job, ticket: Ticket, services: Services, outbox: Outbox) -> None:
+    """Run `job` to the end, reporting the outcome to the client. Never raises FFserveError.
+
+    Cancellation: a client cancel is reported as JOB_CANCELLED; any other cancellation
+    (disconnect, shutdown) propagates after cleanup.
+    """
+    metrics = services.metrics
+    metrics.count("jobs_started")
+    try:
+        last: LastMessage | Error
+        with job.scope:
+            try:
+                last = await _steps(job, ticket, services, outbox)
+            except FFserveError as exc:
+                job.process(JobEvent.FAILED)
+                metrics.count("jobs_failed")
+                last = Error(exc.code, exc.message, job.job_id, exc.details)
+            except Exception:
+                # Disk full, a bug: the server's fault, so it costs this job, never the
+                # connection.
+                log.exception("job %r of %s failed unexpectedly", job.job_id, job.operation)
+                job.process(JobEvent.FAILED)
+                metrics.count("jobs_failed")
+                last = Error(
+                    ErrorCode.INTERNAL_ERROR, "the server could not complete this job", job.job_id
+                )
+        if job.scope.cancelled_caught:
+            # Only `Job.cancel` cancels this scope: the client asked.
+            assert job.state is JobState.CANCELLING, job.state
+            metrics.count("jobs_cancelled")
+            last = Error(ErrorCode.JOB_CANCELLED, "job cancelled", job.job_id)
+        # The job's id is free from here: a client that reads this message may reuse it
+        # at once, before this task has unwound.
+        job.process(JobEvent.LAST_WORD)
+        # A closed outbox means the writer (the client) is gone: nobody is left to tell.
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            if isinstance(last, Completed | Error):
+                await outbox.send(last)
+            else:
+                await last.send()  # its outbox place was taken before it was read
+            if not isinstance(last, Error):
+                metrics.count("jobs_completed")
+    finally:
+        job.end()
+
+
+async def _steps(job: Job, ticket: Ticket, services: Services, outbox: Outbox) -> LastMessage:
+    """The job's steps, in its dir; returns its last message, unsent, once the dir is gone
+    (so a client that has seen the end of a job never finds its files still on the server).
+    """
+    config = services.config
+    async with job_dir(services.workspace) as workdir:
+        try:
+            try:
+                with trio.fail_after(config.jobs.input_timeout_s):
+                    paths = await receive_input(
+                        job.job_id,
+                        job.input,
+                        job.inputs_total,
+                        job.inbox,
+                        workdir,
+                        outbox=outbox,
+                        http=services.http,
+                        config=config,
+                        stored=ticket.stored,
+                    )
+            except trio.TooSlowError:
+                raise JobError(
+                    f"input not complete within {config.jobs.input_timeout_s:g} s",
+                    code=ErrorCode.TIMEOUT,
+                ) from None
+            if job.input_complete() and job.chunked:
+                raise JobError("upload runs past its announced size", code=ErrorCode.TOO_LARGE)
+            # Probing is the server's work, outside the client's input deadline, but bounded:
+            # a file built to keep ffprobe busy must not hold a probe slot for long.
+            try:
+                with trio.fail_after(config.jobs.timeout_s):
+                    sources = [
+                        Source(path, await services.prober.probe_input(path), name)
+                        for path, name in paths
+                    ]
+            except trio.TooSlowError:
+                raise JobError(
+                    f"reading the input's metadata took longer than {config.jobs.timeout_s:g} s",
+                    code=ErrorCode.TIMEOUT,
+                ) from None
+            if job.operation in METADATA_ONLY:
+                job.process(JobEvent.METADATA_ONLY)
+                metadata = [full_metadata(sources[0].info)]
+                return completion(job.job_id, job.operation, metadata, "none")
+            plan = build_plan(job.operation, job.options, sources, workdir)
+            job.process(JobEvent.PLANNED)
+            outbox.offer(Progress(job.job_id, 0.0, "queued"))
+            async with services.pool.slot(job.owner):
+                job.process(JobEvent.SLOT_TAKEN)
+                await _run(job, services, outbox, plan, workdir)
+            job.process(JobEvent.FFMPEG_EXITED)
+            outputs = await verify_outputs(services.prober, plan.outputs, config.max_output_bytes)
+            job.process(JobEvent.VERIFIED)
+            return await deliver(
+                job.job_id,
+                job.operation,
+                outputs,
+                delivery=job.delivery,
+                target=job.output,
+                outbox=outbox,
+                http=services.http,
+                config=config,
+            )
+        except Exception:
+            # The job has failed: from here on a cancel_job cannot change its outcome,
+            # even while its files are being removed (its id stays taken until its error
+            # is queued, so the error cannot follow another job's ack for the same id).
+            job.process(JobEvent.FAILED)
+            raise
+
+
+async def _run(job: Job, services: Services, outbox: Outbox, plan: Plan, workdir: Path) -> None:
+    config = services.config
+    parser = ProgressParser(plan.expected_duration)
+    throttle = Throttle(PROGRESS_INTERVAL_S)
+    outbox.offer(Progress(job.job_id, 0.0, plan.stage))
+    throttle.ready(trio.current_time())
+
+    def report(percentage: float) -> None:
+        if throttle.ready(trio.current_time()):
+            outbox.offer(Progress(job.job_id, percentage, plan.stage))
+
+    prefix = ffmpeg_prefix(config.ffmpeg.ffmpeg, config.ffmpeg.threads)
+    for path, text in plan.files:
+        await trio.Path(path).write_text(text, encoding="utf-8")
+    try:
+        with trio.fail_after(config.jobs.timeout_s):
+            for step in plan.before:
+                await run_ffmpeg(
+                    [*prefix, *step],
+                    parser=ProgressParser(None),
+                    on_progress=lambda _: None,
+                    grace=config.ffmpeg.kill_grace_s,
+                    cwd=str(workdir),
+                    niceness=config.ffmpeg.niceness,
+                )
+            await run_ffmpeg(
+                [*prefix, *plan.args],
+                parser=parser,
+                on_progress=report,
+                grace=config.ffmpeg.kill_grace_s,
+                cwd=str(workdir),
+                niceness=config.ffmpeg.niceness,
+            )
+    except trio.TooSlowError:
+        raise JobError(
+            f"job took longer than {config.jobs.timeout_s:g} s", code=ErrorCode.TIMEOUT
+        ) from None
+    except ProcessFailed as exc:
+        summary = summarize(exc.stderr_tail.encode(), scrub=[str(workdir), str(services.workspace)])
+        raise JobError(
+            f"FFmpeg could not process the input: {summary}"
+            if summary
+            else "FFmpeg could not process the input"
+        ) from None
+    await outbox.send(Progress(job.job_id, 100.0, plan.stage))
