@@ -1,9 +1,9 @@
 """A job's life as one state machine: events in, state out (as h11's `_state.py` does it).
 
 Everything that decides what a job may do next lives here: which event is allowed in
-which state (`TRANSITIONS`), how many v1 uploads a job takes, whether a cancel can still
-change its outcome. Nothing outside this module assigns a job's state; the job's code
-tells the machine what happened (`process`) and acts on the answer.
+which state (`TRANSITIONS`), how many v1 uploads a job takes and until when, whether a
+cancel can still change its outcome. Nothing outside this module assigns a job's state;
+the job's code tells the machine what happened (`process`) and acts on the answer.
 
     RECEIVING --INPUT_RECEIVED--> PROBING --PLANNED--> QUEUED --SLOT_TAKEN--> RUNNING
         |  ^ UPLOAD_BEGUN            |                                           |
@@ -14,7 +14,8 @@ tells the machine what happened (`process`) and acts on the answer.
         |   CANCEL_REQUESTED from   | '--LAST_WORD-- CANCELLING    (JOB_CANCELLED queued)
         |   RECEIVING .. RUNNING    '----LAST_WORD-- FAILING       (its error queued)
         |   FAILED from any live state, CANCELLING included; UPLOAD_BEGUN in CANCELLING
-        |   and FAILING too (the frame is dropped: the job's error is its answer)
+        |   and FAILING too while the input is open (the frame is dropped: the job's
+        |   error is its answer)
         '-- ABORTED from any state: the connection or the server went away; nothing is owed
 
 A job reaches DONE just before its last message is queued, so that a client that reads
@@ -67,8 +68,8 @@ TRANSITIONS: dict[JobState, dict[JobEvent, JobState]] = {
     S.VERIFYING: {E.VERIFIED: S.DELIVERING},
     S.DELIVERING: {E.LAST_WORD: S.DONE},
     # A second cancel changes nothing; a failure while cancelling wins (its error is sent).
-    # Uploads still on the wire for an ending job are taken and dropped: its error (or
-    # JOB_CANCELLED) is its answer to them.
+    # Uploads that a job ending before its input was complete still had coming are taken
+    # and dropped: its error (or JOB_CANCELLED) is its answer to them.
     S.CANCELLING: {
         E.UPLOAD_BEGUN: S.CANCELLING,
         E.CANCEL_REQUESTED: S.CANCELLING,
@@ -104,19 +105,25 @@ class JobStateMachine:
     uploads: int | None
     state: JobState = JobState.RECEIVING
     uploads_begun: int = 0
+    # Until INPUT_RECEIVED: uploads may still arrive (also while a job that was receiving
+    # is cancelled or fails).
+    input_open: bool = True
 
     def process(self, event: JobEvent) -> JobState:
         """Apply `event`; returns the new state. Errors: InvalidTransition."""
         new = TRANSITIONS[self.state].get(event)
-        if new is None:
+        if new is None or (event is E.UPLOAD_BEGUN and not self._takes_upload()):
             raise InvalidTransition(self.state, event)
-        if event is E.UPLOAD_BEGUN and self.state is S.RECEIVING:
-            # A v1 job takes as many whole-file uploads as it has inputs, and no more.
-            if self.uploads is not None and self.uploads_begun >= self.uploads:
-                raise InvalidTransition(self.state, event)
+        if event is E.UPLOAD_BEGUN:
             self.uploads_begun += 1
+        elif event in (E.INPUT_RECEIVED, E.ABORTED):
+            self.input_open = False
         self.state = new
         return new
+
+    def _takes_upload(self) -> bool:
+        # A v1 job takes as many whole-file uploads as it has inputs, and no more.
+        return self.input_open and (self.uploads is None or self.uploads_begun < self.uploads)
 
     @property
     def active(self) -> bool:

@@ -98,10 +98,29 @@ def test_a_chunked_job_takes_any_number_of_frames() -> None:
 
 
 @pytest.mark.parametrize("state", [S.CANCELLING, S.FAILING])
-def test_an_ending_job_swallows_uploads_whatever_their_count(state: JobState) -> None:
-    machine = JobStateMachine(1, state=state, uploads_begun=1)
+def test_an_ending_job_swallows_the_uploads_it_had_coming(state: JobState) -> None:
+    """Ended while receiving: uploads still on the wire are taken (and dropped), as many as
+    the job had coming; none after its input was complete; never one for a URL job."""
+    machine = JobStateMachine(2, state=state, uploads_begun=1)
     machine.process(E.UPLOAD_BEGUN)
     assert machine.state is state
+    with pytest.raises(InvalidTransition):
+        machine.process(E.UPLOAD_BEGUN)
+    with pytest.raises(InvalidTransition):
+        JobStateMachine(0, state=state).process(E.UPLOAD_BEGUN)
+    with pytest.raises(InvalidTransition):
+        JobStateMachine(None, state=state, input_open=False).process(E.UPLOAD_BEGUN)
+
+
+def test_no_upload_once_the_input_is_complete() -> None:
+    machine = JobStateMachine(None)
+    machine.process(E.UPLOAD_BEGUN)
+    machine.process(E.INPUT_RECEIVED)
+    for event in (E.CANCEL_REQUESTED, E.FAILED):
+        with pytest.raises(InvalidTransition):
+            machine.process(E.UPLOAD_BEGUN)
+        machine.process(event)
+    assert machine.state is S.FAILING
 
 
 def test_whole_lives() -> None:
