@@ -3,7 +3,7 @@
     serve(config)
      |- serve_http            /health /ready /metrics
      |- serve_websocket       accepts connections into `connections` (a nursery we own)
-     '- connections           one `serve_connection` per client (see connection.py)
+     '- connections           one `serve_connection` per client (see session/connection.py)
 
 Shutdown: `shutdown.set()` (the CLI does it on SIGINT/SIGTERM) stops new jobs
 (SHUTTING_DOWN, /ready 503), lets admitted jobs finish for up to `drain_timeout_s`,
@@ -24,7 +24,7 @@ from ffserve.jobs.services import Services
 from ffserve.jobs.workspace import open_workspace
 from ffserve.service.health import serve_http
 from ffserve.session.connection import serve_connection
-from ffserve.transfer.download import open_http_client
+from ffserve.transfer.safehttp import open_http_client
 from ffserve.wire.websocket import WebSocketRequest, serve_websocket
 
 log = logging.getLogger(__name__)

@@ -1,11 +1,12 @@
 """One WebSocket connection: a reader, a writer, and a task per job, in one nursery.
 
-The reader takes messages in the pieces they arrive in (`websocket`): text is collected
-up to a limit and decoded; a binary message's header names its job, and its payload goes
-there as it comes, a chunk whole, a v1 upload piece by piece to disk. The reader waits
-only while a job writes the previous piece or chunk, which is what paces a fast uploader.
-The writer drains the connection's bounded `Outbox`. When the client goes away the
-nursery is cancelled, which ends every job of this connection (and nothing else).
+The reader takes messages in the pieces they arrive in (`ffserve.wire.websocket`): text
+is collected up to a limit and decoded; a binary message's header names its job, and its
+payload goes to that job's inbox as it comes, a chunk whole, a v1 upload piece by piece.
+The reader waits only while a job writes the previous piece or chunk, which is what
+paces a fast uploader. The writer (`ffserve.session.writer`) drains the connection's
+bounded `Outbox`. When the client goes away the nursery is cancelled, which ends every
+job of this connection (and nothing else).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ffserve.jobs.job import Job
 from ffserve.jobs.lifecycle import run_job
 from ffserve.jobs.services import Services
 from ffserve.session.writer import write_outbox
-from ffserve.transfer.download import check_url
+from ffserve.transfer.safehttp import check_url
 from ffserve.wire.binary import BinaryFrame, UploadPart, decode_header
 from ffserve.wire.frames import BinaryPart, TextPart
 from ffserve.wire.messages import (

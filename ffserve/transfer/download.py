@@ -1,25 +1,13 @@
 """URL input: stream a client-named HTTP(S) resource to the job's file.
 
-The host is resolved here, every address is checked (loopback, private, link-local,
-CGNAT, multicast, reserved, site-local and IPv4-embedding forms are refused unless
-`allow_private_urls`), and the request then goes to a checked address with the
-original Host header and TLS server name (SNI and certificate check): DNS cannot
-change its answer in between. Redirects are followed by hand so each hop is checked
-the same way.
-
-The shared client must not carry state from one client's fetch into another's:
-requests are built without the client's cookie jar, and each asks `Connection: close`
-so that no pooled connection (keyed by the pinned IP, not the host name) is ever
-reused for a different host name on the same address, whose certificate was never
-checked. `open_http_client` builds a client whose jar also never stores cookies.
+Every request goes out through `ffserve.transfer.safehttp`: the host is resolved, every
+address checked, and the request sent to a checked address with the original Host
+header and TLS server name. Redirects are followed by hand so each hop is checked the
+same way.
 """
 
 from __future__ import annotations
 
-import http.cookiejar
-import ipaddress
-import math
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import attrs
@@ -27,21 +15,9 @@ import httpx
 import trio
 
 from ffserve.errors import ErrorCode, JobError
+from ffserve.transfer.safehttp import check_url, resolve_in_time, send_pinned
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
-# Longer than any real signed media URL; short enough that nobody logs a megabyte.
-MAX_URL_LENGTH = 8192
-DEFAULT_PORTS = {"http": 80, "https": 443}
-
-# RFC 6052 well-known NAT64 prefix: the IPv4 address is the low 32 bits.
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-# Not global, though `is_global` says so in some or all Python versions.
-_NOT_GLOBAL = (
-    ipaddress.IPv4Network("192.0.0.0/24"),  # IETF protocol assignments
-    ipaddress.IPv6Network("fec0::/10"),  # site-local: deprecated, still routed inside sites
-    ipaddress.IPv6Network("64:ff9b:1::/48"),  # RFC 8215 local-use NAT64: not decodable
-)
 
 
 @attrs.frozen
@@ -51,93 +27,12 @@ class FetchPolicy:
     max_redirects: int
 
 
-def open_http_client(*, connect_timeout_s: float, read_timeout_s: float) -> httpx.AsyncClient:
-    """The process's one client for untrusted URLs (use it as `async with`).
-
-    No redirects (followed by hand, each hop checked), no proxy or netrc from the
-    environment, and a cookie jar that refuses every cookie: a jar shared by all
-    clients would let one client's server set cookies sent to another's, and grow
-    without bound. HTTP/1.1 only: with HTTP/2 a connection is shared by concurrent
-    requests whatever `Connection: close` says (see the module docstring).
-    """
-    no_cookies = http.cookiejar.DefaultCookiePolicy(allowed_domains=[])
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
-        follow_redirects=False,
-        trust_env=False,
-        cookies=http.cookiejar.CookieJar(policy=no_cookies),
-    )
-
-
 def _forbidden(message: str) -> JobError:
     return JobError(message, code=ErrorCode.URL_FORBIDDEN)
 
 
 def _failed(message: str) -> JobError:
     return JobError(message, code=ErrorCode.URL_FETCH_FAILED)
-
-
-def is_public(address: IPAddress) -> bool:
-    """True for addresses on the public internet only.
-
-    IPv6 forms that carry an IPv4 address (mapped, 6to4, Teredo, NAT64) are judged by
-    that IPv4 address. The stdlib's `is_global` alone is not enough: it calls multicast,
-    IPv4-compatible (`::7f00:1`), site-local, local-use NAT64 and (before 3.12.4)
-    192.0.0.0/24 addresses global.
-    """
-    if isinstance(address, ipaddress.IPv6Address):
-        address = ipaddress.IPv6Address(address.packed)  # drop any %scope
-        embedded = (
-            address.ipv4_mapped
-            or address.sixtofour
-            or (address.teredo[1] if address.teredo else None)
-            or (ipaddress.IPv4Address(address.packed[-4:]) if address in _NAT64 else None)
-        )
-        if embedded is not None:
-            return is_public(embedded)
-    if any(address in network for network in _NOT_GLOBAL):
-        return False
-    return address.is_global and not (address.is_multicast or address.is_reserved)
-
-
-def check_url(url: str, *, what: str = "input.url") -> httpx.URL:
-    """Errors: JobError(URL_FORBIDDEN) for anything but an absolute http(s) URL with a host."""
-    if len(url) > MAX_URL_LENGTH:
-        raise _forbidden(f"{what} is longer than {MAX_URL_LENGTH} characters")
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError, ValueError):
-        raise _forbidden(f"{what} is not a valid URL") from None
-    if parsed.scheme not in DEFAULT_PORTS or not parsed.host:
-        raise _forbidden(f"{what} must be an http:// or https:// URL with a host")
-    return parsed
-
-
-async def resolve(url: httpx.URL, *, allow_private: bool) -> list[IPAddress]:
-    """Every address `url`'s host resolves to, in resolver order, after checking them all.
-
-    One non-public address refuses the host: otherwise a name answering with both a
-    public and a private address would let the connection pick the private one.
-
-    Errors: JobError(URL_FORBIDDEN | URL_FETCH_FAILED).
-    """
-    host = url.raw_host  # IDNA-encoded bytes; an IPv6 literal without brackets
-    shown = host.decode("ascii", "replace")[:100]
-    port = url.port or DEFAULT_PORTS[url.scheme]
-    try:
-        infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        raise _failed(f"cannot resolve host {shown!r}") from None
-    addresses: list[IPAddress] = []
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if address not in addresses:
-            addresses.append(address)
-    if not addresses:
-        raise _failed(f"host {shown!r} has no address")
-    if not allow_private and not all(is_public(address) for address in addresses):
-        raise _forbidden(f"host {shown!r} resolves to a non-public address")
-    return addresses
 
 
 async def fetch_to_file(
@@ -181,72 +76,10 @@ async def fetch_to_file(
 async def _open(
     client: httpx.AsyncClient, target: httpx.URL, policy: FetchPolicy
 ) -> httpx.Response:
-    """Resolve, check, then connect to the checked addresses in turn until one answers."""
+    """Resolve, check, then GET from the checked addresses in turn until one connects."""
     addresses = await resolve_in_time(client, target, policy.allow_private, _failed)
-    *others, last = addresses
     get = {"Accept-Encoding": "identity"}
-    for address in others:
-        try:
-            request = pinned_request(client, "GET", target, address, headers=get)
-            return await client.send(request, stream=True)
-        except (httpx.ConnectError, httpx.ConnectTimeout):
-            continue
-    return await client.send(pinned_request(client, "GET", target, last, headers=get), stream=True)
-
-
-async def resolve_in_time(
-    client: httpx.AsyncClient,
-    target: httpx.URL,
-    allow_private: bool,
-    failed: Callable[[str], JobError],
-) -> list[IPAddress]:
-    """`resolve`, bounded by the client's connect timeout; lookup failures are `failed(...)`.
-
-    Errors: JobError(URL_FORBIDDEN), or what `failed` makes (the caller's code).
-    """
-    try:
-        with trio.move_on_after(client.timeout.connect or math.inf) as resolving:
-            addresses = await resolve(target, allow_private=allow_private)
-    except JobError as exc:
-        if exc.code == ErrorCode.URL_FETCH_FAILED:
-            raise failed(exc.message) from None
-        raise
-    if resolving.cancelled_caught:
-        raise failed(f"resolving host {target.host[:100]!r} timed out")
-    return addresses
-
-
-def pinned_request(
-    client: httpx.AsyncClient,
-    method: str,
-    target: httpx.URL,
-    address: IPAddress,
-    *,
-    headers: dict[str, str] | None = None,
-    content: AsyncIterator[bytes] | None = None,
-) -> httpx.Request:
-    """`method` `target`, sent to `address`: the URL names the IP, Host and SNI the host.
-
-    The URL keeps its userinfo (httpx sends it as Basic auth), port, path and query. Each
-    request gets a fresh connection (pooled ones are keyed by IP, not by TLS name) and no
-    cookies (the jar is shared by every client of the server).
-    """
-    base = {
-        "Host": target.netloc.decode("ascii"),  # host[:port], brackets for IPv6, no userinfo
-        "Connection": "close",
-    }
-    extensions = (
-        {"sni_hostname": target.raw_host.decode("ascii")} if target.scheme == "https" else {}
-    )
-    request = client.build_request(
-        method,
-        target.copy_with(host=str(address)),
-        headers={**base, **(headers or {})},
-        content=content,
-        extensions=extensions,
-    )
-    request.headers.pop("cookie", None)
-    return request
+    return await send_pinned(client, "GET", target, addresses, headers=get)
 
 
 def _next_hop(target: httpx.URL, location: str) -> httpx.URL:

@@ -1,8 +1,8 @@
 """URL output: PUT a job's result to a client-named HTTP(S) URL (e.g. a presigned S3 URL).
 
-The same address rules as URL input (`ffserve.transfer.download`): the host is resolved and every
-address checked, and the request goes to the checked address with the original Host
-header and TLS server name. The body streams from disk; redirects are not followed (a
+The same address rules as URL input, from `ffserve.transfer.safehttp`: the host is resolved
+and every address checked, and the request goes to a checked address with the original
+Host header and TLS server name. The body streams from disk; redirects are not followed (a
 presigned URL does not redirect, and a redirected PUT would re-send the body elsewhere).
 """
 
@@ -15,28 +15,13 @@ import httpx
 import trio
 
 from ffserve.errors import ErrorCode, JobError
-from ffserve.transfer.download import IPAddress, check_url, pinned_request, resolve_in_time
+from ffserve.transfer.safehttp import check_url, resolve_in_time, send_pinned
 
 READ_BYTES = 1024 * 1024
 
 
 def _failed(message: str) -> JobError:
     return JobError(message, code=ErrorCode.URL_UPLOAD_FAILED)
-
-
-async def _put(
-    client: httpx.AsyncClient,
-    target: httpx.URL,
-    address: IPAddress,
-    headers: dict[str, str],
-    path: Path,
-) -> httpx.Response:
-    request = pinned_request(client, "PUT", target, address, headers=headers, content=_body(path))
-    # Streamed and closed unread: only the status matters, and a body the other end
-    # chose (endless, or slow) must cost neither memory nor time.
-    response = await client.send(request, stream=True)
-    await response.aclose()
-    return response
 
 
 def public_location(url: httpx.URL) -> str:
@@ -63,15 +48,12 @@ async def put_file(
     size = (await trio.Path(path).stat()).st_size
     headers = {"Content-Length": str(size), "Content-Type": content_type}
     try:
-        *others, last = addresses
-        for address in others:  # the checked addresses in turn, as URL input does
-            try:
-                response = await _put(client, target, address, headers, path)
-                break
-            except (httpx.ConnectError, httpx.ConnectTimeout):
-                continue
-        else:
-            response = await _put(client, target, last, headers, path)
+        response = await send_pinned(
+            client, "PUT", target, addresses, headers=headers, content_factory=lambda: _body(path)
+        )
+        # Closed unread: only the status matters, and a body the other end chose
+        # (endless, or slow) must cost neither memory nor time.
+        await response.aclose()
     except httpx.TimeoutException:
         raise _failed("uploading to the output URL timed out") from None
     except httpx.HTTPError as exc:

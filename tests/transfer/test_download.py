@@ -1,9 +1,10 @@
-"""URL input: address policy, DNS pinning, redirects, limits, timeouts, and the service end to end.
+"""URL input: DNS pinning, redirects, limits, timeouts, and the service end to end.
 
-Every socket is loopback. Names that must resolve elsewhere come from a fake resolver
-(`dns`) patched over `trio.socket.getaddrinfo`, which `ffserve.transfer.download` uses
-and httpx does not: a request that reached httpx still naming the host would fail to
-connect, so a passing test proves the connection went to the address that was checked.
+The address rules themselves are tested in test_safehttp.py. Every socket is loopback.
+Names that must resolve elsewhere come from the fake resolver (`dns`, in conftest.py)
+patched over `trio.socket.getaddrinfo`, which `ffserve.transfer.safehttp` uses and httpx
+does not: a request that reached httpx still naming the host would fail to connect, so a
+passing test proves the connection went to the address that was checked.
 """
 
 from __future__ import annotations
@@ -25,15 +26,14 @@ import pytest
 import trio
 
 from ffserve.errors import ErrorCode, JobError
-from ffserve.transfer import download as fetch
-from ffserve.transfer.download import FetchPolicy, check_url, fetch_to_file, is_public, resolve
+from ffserve.transfer import safehttp
+from ffserve.transfer.download import FetchPolicy, fetch_to_file
 from tests.conftest import Media, StartServer
 from tests.helpers import connect, probe, streams
+from tests.transfer.conftest import PUBLIC_V4, PUBLIC_V6, FakeDNS, mock_client
 
 PRIVATE_OK = FetchPolicy(allow_private=True, max_bytes=1 << 20, max_redirects=5)
 PUBLIC_ONLY = FetchPolicy(allow_private=False, max_bytes=1 << 20, max_redirects=5)
-PUBLIC_V4 = "93.184.215.14"
-PUBLIC_V6 = "2001:4860:4860::8888"
 BODY = bytes(range(256)) * 64  # 16 KiB, every byte value
 
 
@@ -144,7 +144,7 @@ async def local(nursery: trio.Nursery) -> LocalServer:
 
 
 def client(*, read: float = 5.0) -> httpx.AsyncClient:
-    return fetch.open_http_client(connect_timeout_s=5.0, read_timeout_s=read)
+    return safehttp.open_http_client(connect_timeout_s=5.0, read_timeout_s=read)
 
 
 async def fetch_error(
@@ -154,215 +154,6 @@ async def fetch_error(
         with pytest.raises(JobError) as caught:
             await fetch_to_file(http, url, dest, policy)
     return caught.value
-
-
-# --- a fake resolver --------------------------------------------------------------------
-
-
-@attrs.define
-class FakeDNS:
-    answers: dict[str, list[str]] = attrs.Factory(dict)
-    asked: list[str] = attrs.Factory(list)
-    hang: bool = False
-
-    async def getaddrinfo(
-        self, host: bytes | str, port: int, *args: Any, **kwargs: Any
-    ) -> list[tuple[Any, ...]]:
-        name = host.decode("ascii") if isinstance(host, bytes) else host
-        self.asked.append(name)
-        if self.hang:
-            await trio.sleep_forever()
-        await trio.lowlevel.checkpoint()
-        try:
-            return [_addrinfo(str(ipaddress.ip_address(name)), port)]  # a literal: no lookup
-        except ValueError:
-            pass
-        if name not in self.answers:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return [_addrinfo(address, port) for address in self.answers[name]]
-
-
-def _addrinfo(address: str, port: int) -> tuple[Any, ...]:
-    if ":" in address:
-        return (socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, port, 0, 0))
-    return (socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))
-
-
-@pytest.fixture
-def dns(monkeypatch: pytest.MonkeyPatch) -> FakeDNS:
-    fake = FakeDNS()
-    monkeypatch.setattr(trio.socket, "getaddrinfo", fake.getaddrinfo)
-    return fake
-
-
-# --- is_public, check_url ---------------------------------------------------------------
-
-PUBLIC = [
-    "8.8.8.8",
-    "1.1.1.1",
-    PUBLIC_V4,
-    PUBLIC_V6,
-    "2606:4700:4700::1111",
-    "::ffff:8.8.8.8",  # IPv4-mapped public
-    "2002:808:808::1",  # 6to4 of 8.8.8.8
-    "64:ff9b::808:808",  # NAT64 of 8.8.8.8
-    "2001:0:4136:e378:8000:63bf:f7f7:f7f7",  # Teredo, client 8.8.8.8
-]
-NOT_PUBLIC = [
-    "127.0.0.1",
-    "127.8.9.10",
-    "10.0.0.1",
-    "172.16.0.1",
-    "172.31.255.255",
-    "192.168.1.1",
-    "169.254.169.254",  # cloud metadata
-    "100.64.0.1",  # CGNAT
-    "100.127.255.254",
-    "0.0.0.0",
-    "0.1.2.3",
-    "255.255.255.255",
-    "224.0.0.1",
-    "239.255.255.250",
-    "240.0.0.1",  # reserved
-    "192.0.0.1",
-    "192.0.0.8",  # IPv4 dummy address (the stdlib before 3.12.4 calls it global)
-    "192.0.2.1",
-    "198.18.0.1",
-    "198.51.100.1",
-    "203.0.113.1",
-    "::1",
-    "::",
-    "fe80::1",
-    "fe80::1%eth0",
-    "febf::1",
-    "fc00::1",
-    "fd12:3456::1",
-    "fec0::1",  # site-local (deprecated; the stdlib calls it global)
-    "ff02::1",
-    "ff0e::1",  # global-scope multicast
-    "2001:db8::1",
-    "100::1",  # discard-only
-    "::ffff:127.0.0.1",
-    "::ffff:10.0.0.1",
-    "::ffff:169.254.169.254",
-    "::127.0.0.1",  # IPv4-compatible (the stdlib calls it global)
-    "::ffff:0:127.0.0.1",  # IPv4-translated
-    "2002:7f00:1::1",  # 6to4 of 127.0.0.1
-    "2002:c0a8:101::1",  # 6to4 of 192.168.1.1
-    "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
-    "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
-    "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
-    "64:ff9b:1::808:808",  # local-use NAT64 (the stdlib calls it global)
-]
-
-
-@pytest.mark.parametrize("address", PUBLIC)
-def test_public_addresses(address: str) -> None:
-    assert is_public(ipaddress.ip_address(address))
-
-
-@pytest.mark.parametrize("address", NOT_PUBLIC)
-def test_non_public_addresses(address: str) -> None:
-    assert not is_public(ipaddress.ip_address(address))
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "http://media.test/clip.mp4",
-        "https://media.test:8443/a/b.mp4?sig=a%2Bb&e=1#frag",
-        "https://user:secret@media.test/clip.mp4",
-        f"http://[{PUBLIC_V6}]:8080/clip.mp4",
-        "HTTPS://Media.TEST/clip.mp4",
-        "https://bücher.test/clip.mp4",
-    ],
-)
-def test_check_url_accepts_http_urls(url: str) -> None:
-    assert check_url(url).scheme in ("http", "https")
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "file:///etc/passwd",
-        "ftp://media.test/clip.mp4",
-        "gopher://media.test:70/_x",
-        "data:video/mp4;base64,AAAA",
-        "javascript:alert(1)",
-        "ws://media.test/x",
-        "/clip.mp4",
-        "//media.test/clip.mp4",
-        "http:///clip.mp4",
-        "http://user@/clip.mp4",
-        "http://[::1/clip.mp4",
-        "http://0177.0.0.1/",
-        "",
-        "https://media.test/" + "a" * fetch.MAX_URL_LENGTH,
-    ],
-)
-def test_check_url_refuses(url: str) -> None:
-    with pytest.raises(JobError) as caught:
-        check_url(url)
-    assert caught.value.code == ErrorCode.URL_FORBIDDEN
-
-
-# --- resolve ----------------------------------------------------------------------------
-
-
-async def test_resolve_returns_every_address_in_order(dns: FakeDNS) -> None:
-    dns.answers["media.test"] = [PUBLIC_V6, PUBLIC_V4, PUBLIC_V6]
-    with trio.fail_after(5):
-        addresses = await resolve(httpx.URL("https://media.test/x"), allow_private=False)
-    assert addresses == [ipaddress.ip_address(PUBLIC_V6), ipaddress.ip_address(PUBLIC_V4)]
-
-
-@pytest.mark.parametrize("private", ["10.0.0.7", "127.0.0.1", "fd00::1", "::ffff:192.168.0.1"])
-async def test_resolve_refuses_a_name_with_any_private_address(dns: FakeDNS, private: str) -> None:
-    dns.answers["mixed.test"] = [PUBLIC_V4, private]
-    url = httpx.URL("http://mixed.test/x")
-    with trio.fail_after(5):
-        with pytest.raises(JobError) as caught:
-            await resolve(url, allow_private=False)
-        assert caught.value.code == ErrorCode.URL_FORBIDDEN
-        assert "mixed.test" in caught.value.message
-        assert len(await resolve(url, allow_private=True)) == 2
-
-
-async def test_resolve_unknown_or_empty_name_fails(dns: FakeDNS) -> None:
-    dns.answers["empty.test"] = []
-    with trio.fail_after(5):
-        for host in ("nowhere.test", "empty.test"):
-            with pytest.raises(JobError) as caught:
-                await resolve(httpx.URL(f"http://{host}/"), allow_private=True)
-            assert caught.value.code == ErrorCode.URL_FETCH_FAILED
-            assert host in caught.value.message
-
-
-async def test_resolve_asks_for_the_idna_name(dns: FakeDNS) -> None:
-    dns.answers["xn--bcher-kva.test"] = [PUBLIC_V4]
-    with trio.fail_after(5):
-        await resolve(httpx.URL("https://bücher.test/"), allow_private=False)
-    assert dns.asked == ["xn--bcher-kva.test"]
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "http://127.0.0.1/",
-        "http://[::1]/",
-        "http://[::ffff:127.0.0.1]/",
-        "http://localhost/",
-        "http://2130706433/",  # inet_aton spellings of 127.0.0.1
-        "http://0x7f.1/",
-        "http://127.1/",
-    ],
-)
-async def test_resolve_refuses_loopback_spellings(url: str) -> None:
-    """Real resolver: numeric forms and /etc/hosts, no network needed."""
-    with trio.fail_after(5):
-        with pytest.raises(JobError) as caught:
-            await resolve(httpx.URL(url), allow_private=False)
-    assert caught.value.code == ErrorCode.URL_FORBIDDEN
 
 
 async def test_a_hanging_resolver_is_bounded_by_the_connect_timeout(
@@ -379,12 +170,6 @@ async def test_a_hanging_resolver_is_bounded_by_the_connect_timeout(
 
 
 # --- the pinned request, through httpx.MockTransport ------------------------------------
-
-
-def mock_client(
-    handler: Callable[[httpx.Request], httpx.Response], **kwargs: Any
-) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler), **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -503,20 +288,6 @@ async def test_an_encoded_body_is_refused(dns: FakeDNS, tmp_path: Path) -> None:
                 await fetch_to_file(http, "http://media.test/x", tmp_path / "in", PUBLIC_ONLY)
     assert caught.value.code == ErrorCode.URL_FETCH_FAILED
     assert "gzip" in caught.value.message
-
-
-async def test_the_service_client_keeps_no_cookies() -> None:
-    response = httpx.Response(
-        200,
-        headers={"set-cookie": "tracker=1; Path=/"},
-        request=httpx.Request("GET", f"http://{PUBLIC_V4}/x"),
-    )
-    async with httpx.AsyncClient() as plain, client() as ours:
-        plain.cookies.extract_cookies(response)
-        assert len(plain.cookies.jar) == 1  # what a default client would keep and resend
-        ours.cookies.extract_cookies(response)
-        assert len(ours.cookies.jar) == 0
-        assert not ours.follow_redirects and not ours.trust_env
 
 
 # --- fetch_to_file against loopback servers ---------------------------------------------
@@ -701,7 +472,7 @@ async def test_redirect_from_a_public_to_a_private_address_is_refused(
 ) -> None:
     """Real sockets: 127.0.0.1 plays a public host, every other loopback stays private."""
     public = ipaddress.ip_address("127.0.0.1")
-    monkeypatch.setattr(fetch, "is_public", lambda address: address == public)
+    monkeypatch.setattr(safehttp, "is_public", lambda address: address == public)
     local.routes["/ok"] = ok(BODY)
     local.routes["/start"] = redirect(f"http://127.0.0.2:{local.port}/ok")
     with trio.fail_after(10):
