@@ -14,11 +14,12 @@ test *ARGS: ffmpeg lint
 pytest *ARGS:
     python -m pytest {{ARGS}}
 
-# ruff and mypy --strict.
+# ruff, mypy --strict, and the package's layers (import-linter).
 lint:
     ruff check ffserve tests bench
     ruff format --check ffserve tests bench
     mypy
+    lint-imports
 
 # Format the code.
 fmt:

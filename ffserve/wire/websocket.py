@@ -1,5 +1,5 @@
 """WebSocket connections on Trio, server side: the listener, the handshake, and a
-connection whose messages arrive in pieces (`wsframes` says why not trio-websocket).
+connection whose messages arrive in pieces (`ffserve.wire.frames` says why not trio-websocket).
 
     serve_websocket(handler, host, port, ...)   trio.serve_listeners
       '- per TCP connection: read the upgrade request (within `handshake_timeout`),
