@@ -1,0 +1,89 @@
+"""Admission: what a job takes comes back together, and a refusal takes nothing."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ffserve.config import Config
+from ffserve.errors import AdmissionError, ErrorCode
+from ffserve.jobs.admission import Admission, ConnectionShare
+from ffserve.jobs.pool import WorkerPool
+from tests.conftest import test_config
+
+MIB = 1024 * 1024
+
+
+def admission_for(tmp_path: Path, **sections: dict[str, object]) -> Admission:
+    config: Config = test_config(tmp_path, **sections)
+    pool = WorkerPool(config.jobs.max_concurrent, config.jobs.queue_limit)
+    return Admission(config, pool, tmp_path)
+
+
+def held(admission: Admission, share: ConnectionShare) -> tuple[int, int, int]:
+    return admission.pool.admitted, share.admitted, admission.reserved_bytes
+
+
+def test_a_ticket_gives_back_everything_once(tmp_path: Path) -> None:
+    admission = admission_for(tmp_path)
+    share = ConnectionShare(limit=4)
+    with admission.admit(share, [3 * MIB, 1 * MIB]) as ticket:
+        assert held(admission, share) == (1, 1, 4 * MIB)
+        ticket.stored(MIB)  # a chunk on disk shows in free space: no longer reserved
+        assert held(admission, share) == (1, 1, 3 * MIB)
+    assert held(admission, share) == (0, 0, 0)
+    ticket.close()  # closing again gives nothing back twice
+    assert held(admission, share) == (0, 0, 0)
+
+
+def test_a_ticket_is_given_back_when_the_job_raises(tmp_path: Path) -> None:
+    admission = admission_for(tmp_path)
+    share = ConnectionShare(limit=4)
+    with pytest.raises(RuntimeError), admission.admit(share, [MIB]):
+        raise RuntimeError("the job failed")
+    assert held(admission, share) == (0, 0, 0)
+
+
+def refusal(admission: Admission, share: ConnectionShare, sizes: list[int]) -> str:
+    before = held(admission, share)
+    with pytest.raises(AdmissionError) as refused:
+        admission.admit(share, sizes)
+    assert held(admission, share) == before  # a refusal takes nothing
+    return refused.value.code
+
+
+def test_refusals_in_order_and_taking_nothing(tmp_path: Path) -> None:
+    admission = admission_for(tmp_path, limits={"max_upload_mb": 2}, jobs={"queue_limit": 0})
+    share = ConnectionShare(limit=1)
+    assert refusal(admission, share, [3 * MIB]) == ErrorCode.TOO_LARGE
+    free = shutil.disk_usage(tmp_path).free
+    assert refusal(admission, share, [MIB] * (free // MIB + 1)) == ErrorCode.TOO_LARGE
+    admission.draining = True
+    assert refusal(admission, share, []) == ErrorCode.SHUTTING_DOWN
+    admission.draining = False
+    first = admission.admit(share)
+    assert refusal(admission, share, []) == ErrorCode.BUSY  # the connection's limit
+    other = ConnectionShare(limit=5)
+    second = admission.admit(other)  # max_concurrent = 2, queue_limit = 0
+    assert refusal(admission, ConnectionShare(limit=5), []) == ErrorCode.BUSY  # the pool's
+    first.close()
+    second.close()
+    assert admission.pool.admitted == 0
+
+
+def test_disk_admission_counts_what_others_announced(tmp_path: Path) -> None:
+    """Announced sizes are only numbers here: nothing is written. Half the free space is
+    kept in reserve; a job announcing 60 % of the rest fits, a second one no longer does."""
+    free_mib = shutil.disk_usage(tmp_path).free // MIB
+    admissible = free_mib // 2
+    admission = admission_for(
+        tmp_path, storage={"reserve_mb": free_mib - admissible}, limits={"max_upload_mb": 1e6}
+    )
+    share = ConnectionShare(limit=10)
+    announced = admissible * 6 // 10 * MIB
+    with admission.admit(share, [announced]):
+        assert refusal(admission, share, [announced]) == ErrorCode.TOO_LARGE
+    with admission.admit(share, [announced]):  # given back: it fits again
+        pass
