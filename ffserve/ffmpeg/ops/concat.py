@@ -24,7 +24,7 @@ from ffserve.ffmpeg.ops.common import (
     read,
     write,
 )
-from ffserve.media.streams import Stream
+from ffserve.media.streams import MediaInfo, Stream
 from ffserve.wire.options import ConcatOptions
 
 # Demuxers that need magic bytes at offset 0, so a file that probed as one of them cannot
@@ -49,12 +49,20 @@ def _signature(stream: Stream | None) -> tuple[object, ...] | None:
     )
 
 
+def _layout(info: MediaInfo) -> tuple[tuple[int, str], ...]:
+    return tuple((s.index, s.kind) for s in info.streams)
+
+
 def can_copy(sources: list[Source]) -> bool:
     first = sources[0].info
     if first.demuxer not in COPYABLE_DEMUXERS or first.video is None:
         return False
+    # The concat demuxer pairs the files' streams up by index: a copy needs every file's
+    # streams in the same order, or audio and video packets are mixed up.
+    layout = _layout(first)
     return all(
         s.info.demuxer == first.demuxer
+        and _layout(s.info) == layout
         and _signature(s.info.video) == _signature(first.video)
         and _signature(s.info.audio) == _signature(first.audio)
         and s.info.duration is not None

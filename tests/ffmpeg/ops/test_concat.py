@@ -410,11 +410,6 @@ def test_refuses_a_count_that_does_not_match_the_inputs() -> None:
     assert error.code == ErrorCode.JOB_FAILED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="planner bug: can_copy ignores stream order; the concat demuxer matches streams by "
-    "index, so a copy of files with audio and video in a different order mixes them up",
-)
 def test_inputs_with_streams_in_another_order_are_not_stream_copied() -> None:
     swapped = info(MP4_FORMAT, 10.0, audio(index=0), video(index=1))  # same streams as MP4
     result = plan("concat", count(2), *parts(MP4, swapped))
