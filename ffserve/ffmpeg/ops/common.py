@@ -284,12 +284,19 @@ def require_audio(source: Source, operation: str) -> None:
 
 
 def require_timeline(source: Source, operation: str) -> float:
-    """The input's duration; a still image or a file without one cannot be retimed."""
-    duration = source.info.duration
-    if source.info.is_image or duration is None:
+    """The input's duration; a still image, a file without one, or one with neither audio
+    nor video (subtitles or data alone) cannot be retimed or transcoded."""
+    info = source.info
+    duration = info.duration
+    if info.is_image or duration is None:
         raise JobError(
             f"{operation} needs audio or video with a duration; "
             "the input is a still image or has no duration",
+            code=ErrorCode.UNSUPPORTED_MEDIA,
+        )
+    if info.video is None and info.audio is None:
+        raise JobError(
+            f"{operation} needs audio or video; the input has neither",
             code=ErrorCode.UNSUPPORTED_MEDIA,
         )
     return duration

@@ -194,10 +194,6 @@ def convert(options: ConvertOptions, source: Source, workdir: Path) -> Plan:
             if options.stream_copy and options.audio_codec is None:
                 notes.append(f"audio {info.audio.codec} cannot be copied into {container.ext}")
             args += encode_audio(codec or container.default_audio or "aac")
-    if video is None and info.audio is None:
-        raise JobError(
-            "the input has no audio or video stream to convert", code=ErrorCode.UNSUPPORTED_MEDIA
-        )
     output = write(workdir, source, "converted", container)
     args += ["-sn", "-dn", *output_args(output, container)]
     stage = f"processing (re-encoding: {'; '.join(notes)})" if notes else "processing"

@@ -596,12 +596,6 @@ def test_refusals(
         assert error.details["input_duration"] == media.duration
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="planner bug: speed and trim plan a command with no stream at all for an input "
-    "that has a duration but neither audio nor video (FFmpeg then fails at run time), "
-    "instead of refusing it up front as convert does",
-)
 @pytest.mark.parametrize(
     ("operation", "raw"),
     [
@@ -610,4 +604,5 @@ def test_refusals(
     ],
 )
 def test_refuses_input_without_audio_or_video(operation: str, raw: dict[str, Any]) -> None:
-    refusal(operation, raw, info("matroska,webm", 3.0, subtitle(index=0)))
+    error = refusal(operation, raw, info("matroska,webm", 3.0, subtitle(index=0)))
+    assert error.code == ErrorCode.UNSUPPORTED_MEDIA

@@ -1190,10 +1190,5 @@ def test_refusals(
         assert error.details == {"field": field}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="planner bug: compress on an input with neither audio nor video plans '-map 0:a', "
-    "which FFmpeg rejects at run time, instead of refusing up front as convert does",
-)
 def test_compress_refuses_input_without_audio_or_video() -> None:
-    refusal("compress", {}, SUBTITLES_ONLY)
+    assert refusal("compress", {}, SUBTITLES_ONLY).code == ErrorCode.UNSUPPORTED_MEDIA
