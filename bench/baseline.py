@@ -17,7 +17,8 @@ from typing import Any
 import attrs
 import trio
 
-from ffserve.ffmpeg.arguments import probe_args
+from ffserve.config import LimitsConfig
+from ffserve.ffmpeg.arguments import guard_inputs, probe_args
 from ffserve.ffmpeg.ops import Source, build_plan, ffmpeg_prefix
 from ffserve.media.streams import MediaInfo, parse_probe
 from ffserve.wire.options import parse_options
@@ -38,7 +39,8 @@ class Batch:
 
 def probe(path: Path, ffprobe: str = "ffprobe") -> MediaInfo:
     """Probe `path` the way the service probes an upload (blocking)."""
-    out = subprocess.run(probe_args(ffprobe, path), capture_output=True, check=True, timeout=60)
+    args = probe_args(ffprobe, path, LimitsConfig().max_pixels)
+    out = subprocess.run(args, capture_output=True, check=True, timeout=60)
     return parse_probe(out.stdout)
 
 
@@ -77,7 +79,8 @@ class PlainFFmpeg:
         """The service's FFmpeg command for this job, writing into `workdir`."""
         options = parse_options(self.operation, self.options)
         plan = build_plan(self.operation, options, [self.source], workdir)
-        return [*ffmpeg_prefix(self.ffmpeg, self.threads), *plan.args]
+        args = guard_inputs(plan.args, self.operation, LimitsConfig().max_pixels)
+        return [*ffmpeg_prefix(self.ffmpeg, self.threads), *args]
 
     async def run_one(self) -> float:
         """Run the command once; its wall time in seconds.

@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from ffserve.errors import ValidationError
-from ffserve.schema import in_range, structure
+from ffserve.schema import in_range, one_of, structure
 
 ENV_PREFIX = "FFSERVE_"
 
@@ -58,6 +58,14 @@ class LimitsConfig:
     max_height: int = attrs.field(default=4320, validator=in_range(16, 65536))
     # Largest chunk of a chunked transfer, both ways (KiB).
     chunk_kb: int = attrs.field(default=1024, validator=in_range(16, 16384))
+    # Streams in one input, and its highest frame rate: more is refused before FFmpeg runs.
+    max_streams: int = attrs.field(default=16, validator=in_range(1, 1024))
+    max_fps: float = attrs.field(default=1000.0, validator=in_range(1, 1_000_000))
+
+    @property
+    def max_pixels(self) -> int:
+        """Pixels of the largest frame, also enforced while decoding (-max_pixels)."""
+        return self.max_width * self.max_height
 
 
 @attrs.frozen
@@ -87,6 +95,19 @@ class SecurityConfig:
 
 
 @attrs.frozen
+class SandboxConfig:
+    # "auto": confine FFmpeg/ffprobe with bubblewrap when it works here, warn when not;
+    # "required": refuse to start without it; "off": run them unconfined.
+    mode: str = attrs.field(default="auto", validator=one_of("auto", "required", "off"))
+    bwrap: str = "bwrap"
+    # Address space of one FFmpeg or ffprobe process (RLIMIT_AS), MiB.
+    memory_mb: int = attrs.field(default=3072, validator=in_range(64, 1_048_576))
+    # Open files (RLIMIT_NOFILE) and tasks (RLIMIT_NPROC: threads count) per process.
+    open_files: int = attrs.field(default=256, validator=in_range(16, 65536))
+    tasks: int = attrs.field(default=256, validator=in_range(4, 65536))
+
+
+@attrs.frozen
 class Config:
     server: ServerConfig = ServerConfig()
     jobs: JobsConfig = JobsConfig()
@@ -94,6 +115,7 @@ class Config:
     ffmpeg: FFmpegConfig = FFmpegConfig()
     storage: StorageConfig = StorageConfig()
     security: SecurityConfig = SecurityConfig()
+    sandbox: SandboxConfig = SandboxConfig()
 
     @classmethod
     def load(cls, path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:

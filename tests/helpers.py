@@ -196,6 +196,16 @@ def children_of(parent: int) -> list[tuple[int, str, str]]:
     return children
 
 
+def descendants(parent: int) -> list[int]:
+    """Every process below `parent` (a sandboxed FFmpeg is a grandchild: bwrap's child)."""
+    found, todo = [], [parent]
+    while todo:
+        below = [pid for pid, _, _ in children_of(todo.pop())]
+        found += below
+        todo += below
+    return found
+
+
 def child_pids() -> list[int]:
     """Child processes of this test process, running or not yet reaped (a zombie left
     behind is a leak too)."""

@@ -17,6 +17,7 @@ from ffserve.config import FFmpegConfig, LimitsConfig
 from ffserve.errors import ErrorCode, JobError
 from ffserve.ffmpeg.arguments import probe_args
 from ffserve.ffmpeg.process import ProcessFailed, run_capture
+from ffserve.ffmpeg.sandbox import Confinement
 from ffserve.media.image import NotAnImage, image_info
 from ffserve.media.mp4.streams import probe_isobmff
 from ffserve.media.streams import MediaInfo, parse_probe
@@ -32,6 +33,7 @@ class Prober:
 
     ffmpeg: FFmpegConfig
     limits: LimitsConfig
+    confinement: Confinement
     slots: trio.CapacityLimiter = attrs.field(
         factory=lambda: trio.CapacityLimiter(os.cpu_count() or 2)
     )
@@ -44,9 +46,10 @@ class Prober:
     async def ffprobe(self, path: Path) -> MediaInfo:
         async with self.slots:
             raw = await run_capture(
-                probe_args(self.ffmpeg.ffprobe, path),
+                probe_args(self.ffmpeg.ffprobe, path, self.limits.max_pixels),
+                confinement=self.confinement,
+                workdir=path.parent,  # the job's dir: all the probe may see, read-only
                 grace=self.ffmpeg.kill_grace_s,
-                niceness=self.ffmpeg.niceness,
             )
         return parse_probe(raw)
 
@@ -75,11 +78,22 @@ class Prober:
                 f"input lasts {info.duration:.0f} s; the limit is {limits.max_duration_s:g} s",
                 code=ErrorCode.TOO_LARGE,
             )
+        if len(info.streams) > limits.max_streams:
+            raise JobError(
+                f"input has {len(info.streams)} streams; the limit is {limits.max_streams}",
+                code=ErrorCode.TOO_LARGE,
+            )
         for stream in info.streams:
             if (stream.width or 0) > limits.max_width or (stream.height or 0) > limits.max_height:
                 raise JobError(
                     f"input is {stream.width}x{stream.height}; the limit is "
                     f"{limits.max_width}x{limits.max_height}",
+                    code=ErrorCode.TOO_LARGE,
+                )
+            if (stream.fps or 0) > limits.max_fps:
+                raise JobError(
+                    f"input stream {stream.index} declares {stream.fps:g} frames per second; "
+                    f"the limit is {limits.max_fps:g}",
                     code=ErrorCode.TOO_LARGE,
                 )
         return info

@@ -1,25 +1,29 @@
-"""Run FFmpeg and ffprobe as child processes that are always terminated and reaped.
+"""Run FFmpeg and ffprobe as child processes that are always confined, bounded and reaped.
 
 Cancellation: when the caller's scope is cancelled the child gets SIGTERM, then SIGKILL
-after `grace` seconds; `trio.run_process` waits for it to exit before returning, so no
+after `grace` seconds (a sandboxed FFmpeg dies with the bwrap it runs under, SIGKILLed by
+`--die-with-parent`); `trio.run_process` waits for it to exit before returning, so no
 child outlives the job that started it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 
 import trio
 
 from ffserve.errors import ErrorCode, JobError
 from ffserve.ffmpeg.progress import ProgressParser
+from ffserve.ffmpeg.sandbox import Confinement, child_pid
 
 STDERR_TAIL_BYTES = 8192
+SANDBOX_EXIT_S = 2.0  # for the kernel to finish a sandbox whose bwrap has exited
 
 
 class ProcessFailed(JobError):
@@ -32,6 +36,16 @@ class ProcessFailed(JobError):
         self.returncode = returncode
         self.stderr_tail = stderr_tail
 
+    @property
+    def signal(self) -> int | None:
+        """The signal that ended the child: a negative return code when it ran unconfined,
+        128 + N from the bwrap it ran under."""
+        if self.returncode < 0:
+            return -self.returncode
+        if 128 < self.returncode < 128 + 65:
+            return self.returncode - 128
+        return None
+
 
 async def _terminate(grace: float, process: trio.Process) -> None:
     process.terminate()
@@ -42,27 +56,99 @@ async def _terminate(grace: float, process: trio.Process) -> None:
 
 
 async def _spawn(
-    nursery: trio.Nursery, args: Sequence[str], *, grace: float, cwd: str | None, niceness: int
-) -> trio.Process:
-    """Start a child in `nursery` with pipes; it is reaped however the nursery ends."""
-    process: trio.Process = await nursery.start(
-        partial(
-            trio.run_process,
-            list(args),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            check=False,
-            deliver_cancel=partial(_terminate, grace),
-            cwd=cwd,
-        )
+    nursery: trio.Nursery,
+    args: Sequence[str],
+    *,
+    grace: float,
+    confinement: Confinement,
+    workdir: Path,
+    writable: bool,
+) -> tuple[trio.Process, int | None]:
+    """Start a child in `nursery` with pipes, confined and bounded (`ffserve.ffmpeg.sandbox`);
+    it is reaped however the nursery ends. With a sandbox, also a pidfd of the sandbox's
+    first process (its PID namespace's init): the sandbox is gone once that has exited."""
+    run = partial(
+        trio.run_process,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        check=False,
+        deliver_cancel=partial(_terminate, grace),
     )
-    if niceness:
-        # Media work yields the CPU to the event loop, so pings and progress stay prompt
-        # while every core is encoding. (Set from outside: preexec_fn is unsafe with threads.)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.setpriority(os.PRIO_PROCESS, process.pid, niceness)
-    return process
+    sandbox = confinement.sandbox
+    if sandbox is None:
+        process: trio.Process = await nursery.start(partial(run, list(args), cwd=str(workdir)))
+        # Unconfined: bounded from outside just after it starts (preexec_fn is unsafe
+        # with threads).
+        confinement.limits.apply(process.pid)
+        return process, None
+    with sandbox.pipes() as pipes:
+        command = sandbox.command(
+            args,
+            workdir=workdir,
+            writable=writable,
+            info_fd=pipes.info_write,
+            block_fd=pipes.block_read,
+            seccomp_fd=pipes.seccomp_read,
+        )
+        process = await nursery.start(partial(run, command, pass_fds=pipes.child_ends))
+        pipes.close_child_ends()
+        # bwrap holds the child until a byte arrives on `block`: it is bounded before it
+        # can exec FFmpeg. If bwrap fails first, its info pipe just closes.
+        pid = await _read_child_pid(pipes.info_read)
+        if pid is None:
+            return process, None
+        pidfd = os.pidfd_open(pid)  # it is alive: bwrap holds it
+        confinement.limits.apply(pid)
+        os.write(pipes.block_write, b"x")
+    return process, pidfd
+
+
+@asynccontextmanager
+async def _running(
+    args: Sequence[str],
+    *,
+    grace: float,
+    confinement: Confinement,
+    workdir: Path,
+    writable: bool,
+) -> AsyncIterator[tuple[trio.Nursery, trio.Process]]:
+    """A started child and the nursery it lives in. On leaving, the child has been reaped
+    and, when sandboxed, every process of its sandbox has exited too: bwrap can exit a
+    moment before the FFmpeg under it, which the kernel kills when bwrap dies."""
+    pidfd = None
+    try:
+        async with trio.open_nursery() as nursery:
+            process, pidfd = await _spawn(
+                nursery,
+                args,
+                grace=grace,
+                confinement=confinement,
+                workdir=workdir,
+                writable=writable,
+            )
+            yield nursery, process
+    finally:
+        if pidfd is not None:
+            with trio.move_on_after(grace + SANDBOX_EXIT_S, shield=True):
+                await trio.lowlevel.wait_readable(pidfd)
+            os.close(pidfd)
+
+
+async def _read_child_pid(fd: int) -> int | None:
+    """The pid bwrap reports on its info pipe; None if it closes the pipe first."""
+    info = b""
+    # A dup: the stream closes its own fd, the caller keeps (and closes) `fd`.
+    async with trio.lowlevel.FdStream(os.dup(fd)) as stream:
+        while len(info) < 4096:
+            chunk = await stream.receive_some(4096)
+            if not chunk:
+                return None
+            info += chunk
+            pid = child_pid(info)
+            if pid is not None:
+                return pid
+    return None
 
 
 async def _keep_tail(stream: trio.abc.ReceiveStream, tail: bytearray) -> None:
@@ -90,19 +176,19 @@ def summarize(stderr: bytes, *, scrub: Sequence[str] = ()) -> str:
 async def run_ffmpeg(
     args: Sequence[str],
     *,
+    confinement: Confinement,
+    workdir: Path,
     parser: ProgressParser,
     on_progress: Callable[[float], None],
     grace: float,
-    cwd: str | None = None,
-    niceness: int = 0,
 ) -> None:
     """Run FFmpeg with `-progress pipe:1` already in `args`, reporting progress as it rises.
 
     Errors: ProcessFailed with the stderr tail if FFmpeg exits non-zero.
     """
     tail = bytearray()
-    async with trio.open_nursery() as nursery:
-        process = await _spawn(nursery, args, grace=grace, cwd=cwd, niceness=niceness)
+    running = _running(args, grace=grace, confinement=confinement, workdir=workdir, writable=True)
+    async with running as (nursery, process):
         assert process.stdout is not None and process.stderr is not None
         nursery.start_soon(_keep_tail, process.stderr, tail)
         async for chunk in process.stdout:
@@ -115,9 +201,14 @@ async def run_ffmpeg(
 
 
 async def run_capture(
-    args: Sequence[str], *, grace: float, niceness: int = 0, limit: int = 16 * 1024 * 1024
+    args: Sequence[str],
+    *,
+    confinement: Confinement,
+    workdir: Path,
+    grace: float,
+    limit: int = 16 * 1024 * 1024,
 ) -> bytes:
-    """Run a short-lived tool (ffprobe) and return its stdout.
+    """Run a short-lived tool (ffprobe) that only reads `workdir`; return its stdout.
 
     Errors: ProcessFailed if it exits non-zero or prints more than `limit` bytes.
     """
@@ -125,8 +216,8 @@ async def run_capture(
     err = bytearray()
 
     too_large = False
-    async with trio.open_nursery() as nursery:
-        process = await _spawn(nursery, args, grace=grace, cwd=None, niceness=niceness)
+    running = _running(args, grace=grace, confinement=confinement, workdir=workdir, writable=False)
+    async with running as (nursery, process):
         assert process.stdout is not None and process.stderr is not None
         nursery.start_soon(_keep_tail, process.stderr, err)
         async for chunk in process.stdout:

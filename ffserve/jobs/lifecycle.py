@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 from pathlib import Path
 
 import trio
 
 from ffserve.errors import ErrorCode, FFserveError, JobError
+from ffserve.ffmpeg.arguments import guard_inputs
 from ffserve.ffmpeg.ops import METADATA_ONLY, Plan, Source, build_plan, ffmpeg_prefix
 from ffserve.ffmpeg.process import ProcessFailed, run_ffmpeg, summarize
 from ffserve.ffmpeg.progress import ProgressParser, Throttle
@@ -169,36 +171,61 @@ async def _run(job: Job, services: Services, outbox: Outbox, plan: Plan, workdir
             outbox.offer(Progress(job.job_id, percentage, plan.stage))
 
     prefix = ffmpeg_prefix(config.ffmpeg.ffmpeg, config.ffmpeg.threads)
+    max_pixels = config.limits.max_pixels
     for path, text in plan.files:
         await trio.Path(path).write_text(text, encoding="utf-8")
     try:
         with trio.fail_after(config.jobs.timeout_s):
             for step in plan.before:
                 await run_ffmpeg(
-                    [*prefix, *step],
+                    [*prefix, *guard_inputs(step, job.operation, max_pixels)],
+                    confinement=services.confinement,
+                    workdir=workdir,
                     parser=ProgressParser(None),
                     on_progress=lambda _: None,
                     grace=config.ffmpeg.kill_grace_s,
-                    cwd=str(workdir),
-                    niceness=config.ffmpeg.niceness,
                 )
             await run_ffmpeg(
-                [*prefix, *plan.args],
+                [*prefix, *guard_inputs(plan.args, job.operation, max_pixels)],
+                confinement=services.confinement,
+                workdir=workdir,
                 parser=parser,
                 on_progress=report,
                 grace=config.ffmpeg.kill_grace_s,
-                cwd=str(workdir),
-                niceness=config.ffmpeg.niceness,
             )
     except trio.TooSlowError:
         raise JobError(
             f"job took longer than {config.jobs.timeout_s:g} s", code=ErrorCode.TIMEOUT
         ) from None
     except ProcessFailed as exc:
-        summary = summarize(exc.stderr_tail.encode(), scrub=[str(workdir), str(services.workspace)])
-        raise JobError(
-            f"FFmpeg could not process the input: {summary}"
-            if summary
-            else "FFmpeg could not process the input"
-        ) from None
+        raise _failure(exc, services, workdir) from None
     await outbox.send(Progress(job.job_id, 100.0, plan.stage))
+
+
+def _failure(exc: ProcessFailed, services: Services, workdir: Path) -> JobError:
+    """What an FFmpeg that failed tells the client: a limit it ran into, by name, or a
+    short, path-free summary of its own last words."""
+    limits = services.confinement.limits
+    if exc.signal == signal.SIGXFSZ:
+        return JobError(
+            f"an output passed the {limits.file_bytes}-byte output limit while FFmpeg wrote it",
+            code=ErrorCode.TOO_LARGE,
+            details={"limit": "output_bytes", "max_output_bytes": limits.file_bytes},
+        )
+    if exc.signal == signal.SIGXCPU:
+        return JobError(
+            f"the job used more than {limits.cpu_s} s of CPU time", code=ErrorCode.TIMEOUT
+        )
+    if "Cannot allocate memory" in exc.stderr_tail:
+        return JobError(
+            f"the job needed more than the {limits.memory_bytes // (1024 * 1024)} MiB of memory "
+            "one FFmpeg process may use",
+            code=ErrorCode.TOO_LARGE,
+            details={"limit": "memory"},
+        )
+    summary = summarize(exc.stderr_tail.encode(), scrub=[str(workdir), str(services.workspace)])
+    return JobError(
+        f"FFmpeg could not process the input: {summary}"
+        if summary
+        else "FFmpeg could not process the input"
+    )

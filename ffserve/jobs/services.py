@@ -10,6 +10,7 @@ import httpx
 
 from ffserve.config import Config
 from ffserve.ffmpeg.probe import Prober
+from ffserve.ffmpeg.sandbox import Confinement
 from ffserve.jobs.admission import Admission
 from ffserve.jobs.pool import WorkerPool
 from ffserve.metrics import Metrics
@@ -21,19 +22,28 @@ class Services:
     pool: WorkerPool
     admission: Admission
     prober: Prober
+    confinement: Confinement
     http: httpx.AsyncClient
     workspace: Path
     metrics: Metrics
 
     @classmethod
-    def start(cls, config: Config, http: httpx.AsyncClient, workspace: Path) -> Services:
-        """The services of a server with `config`, its URL client and its jobs' root dir."""
+    def start(
+        cls,
+        config: Config,
+        http: httpx.AsyncClient,
+        workspace: Path,
+        confinement: Confinement,
+    ) -> Services:
+        """The services of a server with `config`, its URL client, its jobs' root dir and
+        the confinement its FFmpeg children run in."""
         pool = WorkerPool(config.jobs.max_concurrent, config.jobs.queue_limit)
         return cls(
             config,
             pool,
             Admission(config, pool, workspace),
-            Prober(config.ffmpeg, config.limits),
+            Prober(config.ffmpeg, config.limits, confinement),
+            confinement,
             http,
             workspace,
             Metrics(),

@@ -33,6 +33,8 @@ def health(services: Services, ffmpeg_version: str) -> dict[str, Any]:
         "connections": services.metrics.connections,
         # Protocol extensions this server speaks (docs/protocol.md section 8).
         "features": list(FEATURES),
+        # Which protections FFmpeg and ffprobe run under (docs/sandbox.md).
+        "sandbox": services.confinement.describe(),
     }
 
 

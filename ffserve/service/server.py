@@ -14,12 +14,14 @@ removed before `serve` returns.
 from __future__ import annotations
 
 import logging
+import shutil
 import subprocess
 
 import attrs
 import trio
 
 from ffserve.config import Config
+from ffserve.ffmpeg.sandbox import Confinement, SandboxUnavailable, open_confinement
 from ffserve.jobs.services import Services
 from ffserve.jobs.workspace import open_workspace
 from ffserve.service.health import serve_http
@@ -57,6 +59,29 @@ def ffmpeg_version(ffmpeg: str) -> str:
     return words[2] if len(words) > 2 else "unknown"
 
 
+def confine_children(config: Config) -> Confinement:
+    """The sandbox and limits of every FFmpeg/ffprobe child, said in the start-up log.
+
+    Errors: StartupError when `sandbox.mode = "required"` and bwrap cannot confine FFmpeg.
+    """
+    executables = [
+        shutil.which(name) or name for name in (config.ffmpeg.ffmpeg, config.ffmpeg.ffprobe)
+    ]
+    try:
+        confinement = open_confinement(config, executables)
+    except SandboxUnavailable as exc:
+        raise StartupError(f'sandbox.mode is "required", but {exc}') from None
+    active = confinement.describe()
+    log.info(
+        "FFmpeg children: sandbox %s (bubblewrap %s, seccomp %s), rlimits %s",
+        "ON" if active["namespaces"] else "OFF",
+        active["bubblewrap"] or "-",
+        "on" if active["seccomp"] else "off",
+        ", ".join(f"{k}={v}" for k, v in active["rlimits"].items()),
+    )
+    return confinement
+
+
 async def serve(
     config: Config,
     *,
@@ -65,6 +90,7 @@ async def serve(
 ) -> None:
     """Run the service until cancelled or until `shutdown` is set (then drain first)."""
     version = await trio.to_thread.run_sync(ffmpeg_version, config.ffmpeg.ffmpeg)
+    confinement = await trio.to_thread.run_sync(confine_children, config)
     security = config.security
     async with (
         open_http_client(
@@ -73,7 +99,7 @@ async def serve(
         ) as http,
         open_workspace(config.storage.temp_dir) as root,
     ):
-        services = Services.start(config, http, root)
+        services = Services.start(config, http, root, confinement)
         server = config.server
         # Set when a draining server has no jobs left: connections flush and close.
         stopping = trio.Event()

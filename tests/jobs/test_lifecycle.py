@@ -22,6 +22,7 @@ Phases and what is asserted:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from ffserve.jobs.job import Job
 from ffserve.jobs.pool import WorkerPool
 from ffserve.jobs.services import Services
 from ffserve.jobs.state import JobState
-from ffserve.service.server import Endpoints
+from ffserve.service.server import Endpoints, confine_children
 from ffserve.session.connection import Connection
 from ffserve.session.writer import write_outbox
 from ffserve.wire.messages import FileSpec, Pong, UploadInput
@@ -48,8 +49,8 @@ from ffserve.wire.websocket import ConnectionClosed
 from tests.conftest import BLOCKER_OPTIONS, Media, StartServer, test_config
 from tests.helpers import (
     Client,
-    child_pids,
     connect,
+    descendants,
     job_dirs,
     next_error,
     split_frame,
@@ -81,7 +82,7 @@ async def settle(endpoints: Endpoints, **expected: int) -> dict[str, Any]:
 
 def ffmpeg_pids() -> set[int]:
     pids = set()
-    for pid in child_pids():
+    for pid in descendants(os.getpid()):
         try:
             if Path(f"/proc/{pid}/comm").read_text().strip() == "ffmpeg":
                 pids.add(pid)
@@ -535,7 +536,7 @@ async def test_ack_cancelled_on_full_outbox_releases_admission(tmp_path: Path) -
 
     with trio.fail_after(10):
         async with httpx.AsyncClient() as http, outgoing, trio.open_nursery() as nursery:
-            services = Services.start(config, http, tmp_path)
+            services = Services.start(config, http, tmp_path, confine_children(config))
             pool = services.pool
             connection = Connection(services, outbox, nursery)
             await outbox.send_binary(b"fills the outbox")

@@ -20,6 +20,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+from ffserve.config import LimitsConfig
 from ffserve.ffmpeg.arguments import probe_args
 from ffserve.media.mp4 import boxes as isobmff_boxes
 from ffserve.media.mp4.streams import probe_isobmff
@@ -77,7 +78,8 @@ ROTATED = [("rot90.mp4", "90", 90), ("rot180.mov", "180", -180), ("rot270.mp4", 
 
 
 def real_probe(path: Path) -> MediaInfo:
-    raw = subprocess.run(probe_args("ffprobe", path), check=True, capture_output=True).stdout
+    args = probe_args("ffprobe", path, LimitsConfig().max_pixels)
+    raw = subprocess.run(args, check=True, capture_output=True).stdout
     return parse_probe(raw)
 
 
