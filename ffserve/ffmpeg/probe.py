@@ -90,7 +90,12 @@ class Prober:
                     f"{limits.max_width}x{limits.max_height}",
                     code=ErrorCode.TOO_LARGE,
                 )
-            if (stream.fps or 0) > limits.max_fps:
+            # Cover art declares a nominal rate (90000 for an MP3's picture): not frames.
+            if (
+                stream.kind == "video"
+                and not stream.is_cover_art
+                and (stream.fps or 0) > limits.max_fps
+            ):
                 raise JobError(
                     f"input stream {stream.index} declares {stream.fps:g} frames per second; "
                     f"the limit is {limits.max_fps:g}",
