@@ -18,7 +18,7 @@ from types import TracebackType
 import attrs
 
 from ffserve.config import Config
-from ffserve.errors import AdmissionError, ErrorCode
+from ffserve.errors import AdmissionError, ErrorCode, JobError
 from ffserve.jobs.pool import WorkerPool
 
 
@@ -55,8 +55,7 @@ class Admission:
                 )
         total = sum(upload_sizes)
         if upload_sizes:  # announced (chunked) uploads: v1 sizes are not known yet
-            free = shutil.disk_usage(self.workspace).free
-            available = free - config.reserve_bytes - self.reserved_bytes
+            available = self.available()
             if total > available:
                 raise AdmissionError(
                     f"not enough temporary disk space for {total} bytes of upload right now",
@@ -73,6 +72,12 @@ class Admission:
         self.reserved_bytes += total
         return Ticket(self, share, total)
 
+    def available(self) -> int:
+        """Temp disk bytes a job may still write: free space, less the reserve and what
+        live jobs have announced and not yet written."""
+        free = shutil.disk_usage(self.workspace).free
+        return free - self.config.reserve_bytes - self.reserved_bytes
+
 
 @attrs.define(eq=False)
 class Ticket:
@@ -88,6 +93,18 @@ class Ticket:
         space now, so stop reserving them too."""
         self.reserved_bytes -= size
         self._admission.reserved_bytes -= size
+
+    def check_room(self, size: int) -> None:
+        """Before writing `size` bytes whose total was not announced (a v1 upload, a URL
+        download): they must fit in what the disk has left above the reserve.
+
+        Errors: JobError(TOO_LARGE).
+        """
+        if size > self._admission.available():
+            raise JobError(
+                "not enough temporary disk space for this upload right now",
+                code=ErrorCode.TOO_LARGE,
+            )
 
     def close(self) -> None:
         if self._closed:

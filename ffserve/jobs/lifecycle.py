@@ -106,7 +106,7 @@ async def _steps(job: Job, ticket: Ticket, services: Services, outbox: Outbox) -
                         outbox=outbox,
                         http=services.http,
                         config=config,
-                        stored=ticket.stored,
+                        disk=ticket,
                     )
             except trio.TooSlowError:
                 raise JobError(

@@ -8,6 +8,7 @@ same way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -40,11 +41,14 @@ async def fetch_to_file(
     url: str,
     dest: Path,
     policy: FetchPolicy,
+    check_room: Callable[[int], None] = lambda _: None,
 ) -> int:
     """Download `url` into `dest`; returns the byte count.
 
     Timeouts are the client's: its connect timeout also bounds name resolution, its
     read timeout a stall between bytes. The caller bounds the whole download.
+
+    `check_room(n)` is asked before `n` more bytes are written (temp disk admission).
 
     Errors: JobError(URL_FORBIDDEN | URL_FETCH_FAILED | TOO_LARGE).
     """
@@ -59,7 +63,7 @@ async def fetch_to_file(
                     continue
                 if response.status_code != 200:
                     raise _failed(f"fetching the input URL returned HTTP {response.status_code}")
-                return await _save(response, dest, policy.max_bytes)
+                return await _save(response, dest, policy.max_bytes, check_room)
             finally:
                 await response.aclose()
     except httpx.TimeoutException:
@@ -91,7 +95,9 @@ def _next_hop(target: httpx.URL, location: str) -> httpx.URL:
     return check_url(joined, what="the redirect target")
 
 
-async def _save(response: httpx.Response, dest: Path, max_bytes: int) -> int:
+async def _save(
+    response: httpx.Response, dest: Path, max_bytes: int, check_room: Callable[[int], None]
+) -> int:
     """Write the raw body to `dest`, refusing it once it passes `max_bytes`.
 
     Raw, because decoding a compressed body would turn a small download into an
@@ -115,5 +121,6 @@ async def _save(response: httpx.Response, dest: Path, max_bytes: int) -> int:
                     f"input URL is larger than the limit of {max_bytes} bytes",
                     code=ErrorCode.TOO_LARGE,
                 )
+            check_room(len(chunk))
             await out.write(chunk)
     return written

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 import trio
@@ -21,6 +22,16 @@ from ffserve.wire.messages import Error, FileSpec, Input, UploadInput, UploadPro
 from ffserve.wire.outbox import Outbox
 
 
+class DiskBudget(Protocol):
+    """The job's share of the temp disk (its admission ticket)."""
+
+    def stored(self, size: int) -> None:
+        """`size` announced bytes are on disk now."""
+
+    def check_room(self, size: int) -> None:
+        """Errors: JobError(TOO_LARGE) when `size` unannounced bytes do not fit."""
+
+
 async def receive_input(
     job_id: str,
     source: Input,
@@ -31,11 +42,11 @@ async def receive_input(
     outbox: Outbox,
     http: httpx.AsyncClient,
     config: Config,
-    stored: Callable[[int], None],
+    disk: DiskBudget,
 ) -> list[tuple[Path, str]]:
     """Every one of the job's `total` input files on disk, as (path, client's name), in
-    order: the URL's first if there is one, then the uploads from `inbox`. `stored` is
-    told the size of each announced chunk once it is on disk.
+    order: the URL's first if there is one, then the uploads from `inbox`, each piece
+    within the job's temp disk budget.
     """
     paths = []
     if isinstance(source, UrlInput):
@@ -45,7 +56,7 @@ async def receive_input(
             config.max_upload_bytes,
             config.security.url_max_redirects,
         )
-        await fetch_to_file(http, source.url, path, policy)
+        await fetch_to_file(http, source.url, path, policy, disk.check_room)
         paths.append((path, httpx.URL(source.url).path.rsplit("/", 1)[-1]))
     files = source.files if isinstance(source, UploadInput) else None
     while len(paths) < total:
@@ -53,15 +64,17 @@ async def receive_input(
         if files is not None:
             spec = files[len(paths)]
             name = await _receive_chunked(
-                job_id, inbox, path, len(paths), spec, outbox, config, stored
+                job_id, inbox, path, len(paths), spec, outbox, config, disk.stored
             )
         else:
-            name = await _receive_whole(inbox, path, config)
+            name = await _receive_whole(inbox, path, config, disk.check_room)
         paths.append((path, name))
     return paths
 
 
-async def _receive_whole(inbox: UploadInbox, path: Path, config: Config) -> str:
+async def _receive_whole(
+    inbox: UploadInbox, path: Path, config: Config, check_room: Callable[[int], None]
+) -> str:
     """A v1 upload: one binary message holds the whole file. It is written piece by piece
     as it arrives, so it is never held whole, and refused the moment it passes a limit."""
     part = await inbox.get()
@@ -80,6 +93,7 @@ async def _receive_whole(inbox: UploadInbox, path: Path, config: Config) -> str:
                     f"upload is over the limit of {config.max_upload_bytes} bytes",
                     code=ErrorCode.TOO_LARGE,
                 )
+            check_room(len(part.frame.payload))  # its size was not announced: not reserved
             await out.write(part.frame.payload)
             if part.last:
                 return part.frame.filename

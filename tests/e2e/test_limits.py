@@ -147,3 +147,20 @@ async def running_ffmpeg() -> int:
             if proc_status(pid).get("Name", "").strip() == "ffmpeg":
                 return pid
         await trio.sleep(0.02)
+
+
+async def test_a_v1_upload_is_held_to_the_disk_reserve(
+    start_server: StartServer, tmp_path: Path, workdir: Path
+) -> None:
+    """A v1 upload announces no size, so it is admitted piece by piece as it is written:
+    with the reserve set to leave about 1 MiB free, a 32 MiB upload is refused."""
+    upload = tmp_path / "big.mp4"
+    upload.write_bytes(bytes(32 * 1024 * 1024))  # far past the 1 MiB left, whatever else runs
+    free_mib = shutil.disk_usage(tmp_path).free // (1024 * 1024)  # workdir's disk too
+    server = await start_server(storage={"reserve_mb": free_mib - 1})
+    with trio.fail_after(60):
+        async with connect(server.url) as client:
+            result = await client.run("thumbnail", upload, {"timestamp": 0.1})
+    final = result.messages[-1]
+    assert final["code"] == "TOO_LARGE" and "disk space" in str(final["message"]), final
+    assert job_dirs(workdir) == []

@@ -614,3 +614,22 @@ async def test_url_job_to_loopback_is_forbidden_by_default(
             await ws.send({"type": "ping"})
             assert (await ws.recv_json())["type"] == "pong"
     assert local.seen == []
+
+
+async def test_each_chunk_is_admitted_to_the_temp_disk(local: LocalServer, tmp_path: Path) -> None:
+    """A download whose size was not announced asks for room before every write; the
+    first refusal ends it with nothing more written."""
+    body = bytes(1024 * 1024)
+    local.routes["/big"] = ok(body)
+    asked: list[int] = []
+
+    def check_room(size: int) -> None:
+        if sum(asked) + size > 100_000:
+            raise JobError("no room", code=ErrorCode.TOO_LARGE)
+        asked.append(size)
+
+    async with client() as http:
+        with pytest.raises(JobError) as caught, trio.fail_after(10):
+            await fetch_to_file(http, local.url("/big"), tmp_path / "in", PRIVATE_OK, check_room)
+    assert caught.value.code == ErrorCode.TOO_LARGE
+    assert asked and (tmp_path / "in").stat().st_size == sum(asked) <= 100_000
