@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import signal
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from ffserve.ffmpeg.arguments import guard_inputs
 from ffserve.ffmpeg.ops import METADATA_ONLY, Plan, Source, build_plan, ffmpeg_prefix
 from ffserve.ffmpeg.process import ProcessFailed, run_ffmpeg, summarize
 from ffserve.ffmpeg.progress import ProgressParser, Throttle
+from ffserve.ffmpeg.sandbox import ChildLimits
 from ffserve.ffmpeg.verify import verify_outputs
 from ffserve.jobs.admission import Ticket
 from ffserve.jobs.job import Job
@@ -40,6 +42,9 @@ from ffserve.wire.outbox import Outbox
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 0.25
+# How FFmpeg and its libraries (libav*, x264, ...) say an allocation failed: under
+# RLIMIT_AS that is the job outgrowing its memory limit.
+OUT_OF_MEMORY = re.compile(r"Cannot allocate memory|malloc of size \d+ failed|[Oo]ut of memory")
 
 
 async def run_job(job: Job, ticket: Ticket, services: Services, outbox: Outbox) -> None:
@@ -198,14 +203,14 @@ async def _run(job: Job, services: Services, outbox: Outbox, plan: Plan, workdir
             f"job took longer than {config.jobs.timeout_s:g} s", code=ErrorCode.TIMEOUT
         ) from None
     except ProcessFailed as exc:
-        raise _failure(exc, services, workdir) from None
+        scrub = [str(workdir), str(services.workspace)]
+        raise ffmpeg_failure(exc, services.confinement.limits, scrub) from None
     await outbox.send(Progress(job.job_id, 100.0, plan.stage))
 
 
-def _failure(exc: ProcessFailed, services: Services, workdir: Path) -> JobError:
+def ffmpeg_failure(exc: ProcessFailed, limits: ChildLimits, scrub: list[str]) -> JobError:
     """What an FFmpeg that failed tells the client: a limit it ran into, by name, or a
-    short, path-free summary of its own last words."""
-    limits = services.confinement.limits
+    short summary of its own last words without the server's paths (`scrub`)."""
     if exc.signal == signal.SIGXFSZ:
         return JobError(
             f"an output passed the {limits.file_bytes}-byte output limit while FFmpeg wrote it",
@@ -216,14 +221,14 @@ def _failure(exc: ProcessFailed, services: Services, workdir: Path) -> JobError:
         return JobError(
             f"the job used more than {limits.cpu_s} s of CPU time", code=ErrorCode.TIMEOUT
         )
-    if "Cannot allocate memory" in exc.stderr_tail:
+    if OUT_OF_MEMORY.search(exc.stderr_tail):
         return JobError(
             f"the job needed more than the {limits.memory_bytes // (1024 * 1024)} MiB of memory "
             "one FFmpeg process may use",
             code=ErrorCode.TOO_LARGE,
             details={"limit": "memory"},
         )
-    summary = summarize(exc.stderr_tail.encode(), scrub=[str(workdir), str(services.workspace)])
+    summary = summarize(exc.stderr_tail.encode(), scrub=scrub)
     return JobError(
         f"FFmpeg could not process the input: {summary}"
         if summary

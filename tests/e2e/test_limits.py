@@ -164,3 +164,16 @@ async def test_a_v1_upload_is_held_to_the_disk_reserve(
     final = result.messages[-1]
     assert final["code"] == "TOO_LARGE" and "disk space" in str(final["message"]), final
     assert job_dirs(workdir) == []
+
+
+async def test_a_job_past_the_memory_limit_ends_with_its_code(
+    start_server: StartServer, media: Media, workdir: Path
+) -> None:
+    """A 2 s clip scaled to 4096x4096 needs more than 400 MiB of address space for x264's
+    frames: FFmpeg's allocation fails inside its limit, and the job says why."""
+    server = await start_server(sandbox={"memory_mb": 400})
+    options = {"filters": [{"type": "scale", "width": 4096, "height": 4096}]}
+    with trio.fail_after(120):
+        error = await error_of(server.url, "filter", media.clip, options)
+    assert error["code"] == "TOO_LARGE" and error["details"] == {"limit": "memory"}, error
+    assert job_dirs(workdir) == []
