@@ -30,9 +30,14 @@ fmt:
 bench *ARGS:
     python -m bench {{ARGS}}
 
-# Build the container image.
-image TAG="ffserve":
-    podman build -t {{TAG}} -f Containerfile . || docker build -t {{TAG}} -f Containerfile .
+# Build the container image (docker format, so HEALTHCHECK is kept).
+image TAG="ffserve" BASE="docker.io/library/debian:bookworm-slim":
+    podman build --format docker --build-arg BASE={{BASE}} -t {{TAG}} -f Containerfile . \
+        || docker build --build-arg BASE={{BASE}} -t {{TAG}} -f Containerfile .
+
+# Build the image and test it end to end with podman (minutes; not part of `just test`).
+image-test:
+    scripts/image-test.sh
 
 # Install FFmpeg with apt if it is missing (Debian/Ubuntu; needs root or sudo).
 ffmpeg:

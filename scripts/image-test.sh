@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Build the image and test it end to end with podman (`just image-test`; not in CI: it
+# takes minutes, podman and root). Where no container registry is reachable, the Debian
+# base image is made here with debootstrap and imported.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TAG=${TAG:-localhost/ffserve:test}
+BASE=${BASE:-}
+NAME=ffserve-image-test
+# This machine's podman needs explicit limits (its defaults are too low for bubblewrap).
+LIMITS=(--ulimit nofile=20000:20000 --ulimit nproc=32768:32768)
+SANDBOX=(--security-opt seccomp=unconfined --security-opt apparmor=unconfined
+         --security-opt "unmask=/proc/*")
+# crun refuses this machine's hybrid cgroup v1/v2 layout; runc (Debian package) does not.
+if command -v runc >/dev/null; then podman() { command podman --runtime runc "$@"; }; fi
+
+if [ -z "$BASE" ]; then
+    if podman pull -q docker.io/library/debian:bookworm-slim >/dev/null 2>&1; then
+        BASE=docker.io/library/debian:bookworm-slim
+    else
+        BASE=localhost/debian-bookworm-minbase
+        if ! podman image exists "$BASE"; then
+            root=/var/tmp/ffserve-debootstrap
+            [ -x "$root/bin/sh" ] || debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian
+            tar -C "$root" -c . | podman import - "$BASE"
+        fi
+    fi
+fi
+echo "== base: $BASE"
+BUILD=(--build-arg "BASE=$BASE")
+if [ -n "${PIP_CERT:-}" ]; then  # the host reaches PyPI through a proxy with its own CA
+    BUILD+=(-v "$PIP_CERT:/run/pip-ca.crt:ro" --build-arg PIP_CERT=/run/pip-ca.crt)
+fi
+podman build --format docker "${LIMITS[@]}" "${BUILD[@]}" -t "$TAG" -f Containerfile .
+podman image inspect "$TAG" --format 'image size: {{.Size}} bytes; healthcheck: {{.Config.Healthcheck.Test}}'
+
+podman rm -f "$NAME" >/dev/null 2>&1 || true
+trap 'podman rm -f "$NAME" >/dev/null 2>&1 || true' EXIT
+
+echo "== without the sandbox options the image refuses to start"
+if podman run --rm "${LIMITS[@]}" "$TAG" >/tmp/ffserve-nosandbox.log 2>&1; then
+    echo "FAIL: started without a working sandbox"; exit 1
+fi
+tail -n 2 /tmp/ffserve-nosandbox.log
+
+echo "== run"
+podman run -d --name "$NAME" "${LIMITS[@]}" "${SANDBOX[@]}" \
+    -p 127.0.0.1:18080:8080 -p 127.0.0.1:18081:8081 "$TAG" >/dev/null
+for _ in $(seq 100); do
+    curl -fsS http://127.0.0.1:18081/health >/tmp/ffserve-health.json 2>/dev/null && break
+    sleep 0.2
+done
+python3 -m json.tool /tmp/ffserve-health.json
+grep -q '"namespaces": true' /tmp/ffserve-health.json || { echo "FAIL: sandbox not active"; exit 1; }
+uid=$(podman exec "$NAME" id -u)
+echo "server uid in the container: $uid"
+[ "$uid" != 0 ] || { echo "FAIL: runs as root"; exit 1; }
+
+echo "== a real job from the host, then a running FFmpeg inspected"
+python scripts/image_job.py ws://127.0.0.1:18080/ "$NAME"
+
+echo "== podman stop -t 30 with that job running"
+start=$(date +%s.%N)
+podman stop -t 30 "$NAME" >/dev/null
+code=$(podman inspect "$NAME" --format '{{.State.ExitCode}}')
+printf 'stopped in %.1f s, exit code %s\n' "$(echo "$(date +%s.%N) - $start" | bc)" "$code"
+podman logs "$NAME" 2>&1 | tail -n 4
+[ "$code" = 0 ] || { echo "FAIL: exit code $code"; exit 1; }
+echo "image-test: PASSED"
