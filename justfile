@@ -16,15 +16,15 @@ pytest *ARGS:
 
 # ruff, mypy --strict, and the package's layers (import-linter).
 lint:
-    ruff check ffserve tests bench
-    ruff format --check ffserve tests bench
+    ruff check ffserve tests bench scripts
+    ruff format --check ffserve tests bench scripts
     mypy
     lint-imports
 
 # Format the code.
 fmt:
-    ruff format ffserve tests bench
-    ruff check --fix ffserve tests bench
+    ruff format ffserve tests bench scripts
+    ruff check --fix ffserve tests bench scripts
 
 # Load-test a server (starts one unless --url is given); see README "Benchmarks".
 bench *ARGS:
