@@ -61,6 +61,9 @@ class LimitsConfig:
     # Streams in one input, and its highest frame rate: more is refused before FFmpeg runs.
     max_streams: int = attrs.field(default=16, validator=in_range(1, 1024))
     max_fps: float = attrs.field(default=1000.0, validator=in_range(1, 1_000_000))
+    # Pixels of all the frames one job's FFmpeg holds at once (one per input it opens):
+    # four frames at the largest size by default.
+    max_pixels_in_flight: int = attrs.field(default=4 * 7680 * 4320, validator=in_range(1, 2**40))
 
     @property
     def max_pixels(self) -> int:

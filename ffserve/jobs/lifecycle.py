@@ -24,6 +24,7 @@ import trio
 
 from ffserve.errors import ErrorCode, FFserveError, JobError
 from ffserve.ffmpeg.arguments import guard_inputs
+from ffserve.ffmpeg.budget import check_budget
 from ffserve.ffmpeg.ops import METADATA_ONLY, Plan, Source, build_plan, ffmpeg_prefix
 from ffserve.ffmpeg.process import ProcessFailed, run_ffmpeg, summarize
 from ffserve.ffmpeg.progress import ProgressParser, Throttle
@@ -138,6 +139,7 @@ async def _steps(job: Job, ticket: Ticket, services: Services, outbox: Outbox) -
                 metadata = [full_metadata(sources[0].info)]
                 return completion(job.job_id, job.operation, metadata, "none")
             plan = build_plan(job.operation, job.options, sources, workdir)
+            check_budget(plan, sources, config.limits)
             job.process(JobEvent.PLANNED)
             outbox.offer(Progress(job.job_id, 0.0, "queued"))
             async with services.pool.slot(job.owner):

@@ -177,3 +177,21 @@ async def test_a_job_past_the_memory_limit_ends_with_its_code(
         error = await error_of(server.url, "filter", media.clip, options)
     assert error["code"] == "TOO_LARGE" and error["details"] == {"limit": "memory"}, error
     assert job_dirs(workdir) == []
+
+
+async def test_options_asking_for_too_much_work_are_refused(
+    start_server: StartServer, media: Media, workdir: Path
+) -> None:
+    """A 2 s clip scaled to 8192x8192 (6.4 GB and 96 minutes of x264, measured by the
+    security review) is refused before FFmpeg starts; 1280x720 runs."""
+    server = await start_server()
+    big = {"filters": [{"type": "scale", "width": 8192, "height": 8192}]}
+    with trio.fail_after(60):
+        error = await error_of(server.url, "filter", media.clip, big)
+        assert error["code"] == "TOO_LARGE" and error["details"] == {"limit": "frame_size"}
+        async with connect(server.url) as client:
+            fine = {"filters": [{"type": "scale", "width": 1280, "height": 720}]}
+            result = await client.run("filter", media.clip, fine)
+    meta = result.messages[-1]["output_metadata"]
+    assert (meta["width"], meta["height"]) == (1280, 720)
+    assert job_dirs(workdir) == []

@@ -43,6 +43,9 @@ class Plan:
     before: tuple[tuple[str, ...], ...] = ()
     # Small files of our own to write into the job dir first (name, text).
     files: tuple[tuple[Path, str], ...] = ()
+    # The size of the frames it makes, where the options choose it (scale, rotate, a
+    # thumbnail's or GIF's width): what the work budget holds to the frame limit.
+    frame_size: tuple[int, int] | None = None
 
 
 @attrs.frozen

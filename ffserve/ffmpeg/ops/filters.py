@@ -160,4 +160,4 @@ def apply_filters(options: FilterOptions, source: Source, workdir: Path) -> Plan
     output = write(workdir, source, "filtered", container)
     args += ["-sn", "-dn", *output_args(output, container)]
     duration = None if info.is_image else info.duration
-    return Plan(tuple(args), (output,), duration)
+    return Plan(tuple(args), (output,), duration, frame_size=size)

@@ -54,7 +54,7 @@ def thumbnail(options: ThumbnailOptions, source: Source, workdir: Path) -> Plan:
         w, h = fit_within(size, options.width, options.height)
         scale = [f"scale={w}:{h}"]
     else:
-        scale = []
+        (w, h), scale = size, []
     quality = ["-q:v", "2"] if kind == "jpeg" else []
     args: list[str] = []
     outputs = []
@@ -81,7 +81,7 @@ def thumbnail(options: ThumbnailOptions, source: Source, workdir: Path) -> Plan:
             "1",
             *output_args(output, container),
         ]
-    return Plan(tuple(args), tuple(outputs), None)
+    return Plan(tuple(args), tuple(outputs), None, frame_size=(w, h))
 
 
 def gif(options: GifOptions, source: Source, workdir: Path) -> Plan:
@@ -116,4 +116,4 @@ def gif(options: GifOptions, source: Source, workdir: Path) -> Plan:
         args += ["-map", f"0:{video.index}", "-filter:v", base]
     output = write(workdir, source, "anim", GIF)
     args += ["-loop", "0", *output_args(output, GIF)]
-    return Plan(tuple(args), (output,), length)
+    return Plan(tuple(args), (output,), length, frame_size=(width, height))
