@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +85,28 @@ def test_cli_flags_override_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
         parse_args(["serve", "--port", "9100", "--host", "::1", "--http-port", "9101"])
     )
     assert (config.server.host, config.server.port, config.server.http_port) == ("::1", 9100, 9101)
+
+
+def test_a_required_sandbox_that_cannot_run_stops_the_start_in_one_line(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "FFSERVE_SANDBOX_MODE": "required",
+        "FFSERVE_SANDBOX_BWRAP": "/nonexistent/bwrap",
+        "FFSERVE_SERVER_PORT": "0",
+        "FFSERVE_SERVER_HTTP_PORT": "0",
+        "FFSERVE_STORAGE_TEMP_DIR": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "ffserve", "serve", "--config", str(ROOT / "config.toml")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "ffserve: sandbox.mode is \"required\", but bubblewrap ('/nonexistent/bwrap') "
+        "is not installed"
+    )
+    assert "Traceback" not in done.stderr

@@ -84,8 +84,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ffserve: {exc}", file=sys.stderr)
         return 1
     raise_open_files_limit()
-    trio.run(serve_until_signalled, config)
-    return 0
+    failed = False
+    try:
+        trio.run(serve_until_signalled, config)
+    except* StartupError as group:  # e.g. sandbox.mode "required" and no working bubblewrap
+        for error in group.exceptions:
+            print(f"ffserve: {error}", file=sys.stderr)
+        failed = True
+    return 1 if failed else 0
 
 
 def raise_open_files_limit() -> None:
