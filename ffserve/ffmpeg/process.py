@@ -99,8 +99,12 @@ async def _spawn(
         if pid is None:
             return process, None
         pidfd = os.pidfd_open(pid)  # it is alive: bwrap holds it
-        confinement.limits.apply(pid)
-        os.write(pipes.block_write, b"x")
+        try:
+            confinement.limits.apply(pid)
+            os.write(pipes.block_write, b"x")
+        except BaseException:
+            os.close(pidfd)  # the nursery ends the child; nothing will wait on this
+            raise
     return process, pidfd
 
 
