@@ -250,28 +250,6 @@ def _run(args: Sequence[str], pass_fds: Sequence[int] = ()) -> str:
     return done.stdout.decode(errors="replace")
 
 
-def describe(sandbox: Sandbox | None, mode: str, limits: ChildLimits) -> dict[str, Any]:
-    """Which protections are active, for `/health` and the start-up log."""
-    return {
-        "mode": mode,
-        "bubblewrap": sandbox.version if sandbox else None,
-        "namespaces": sandbox is not None,
-        "seccomp": sandbox is not None and sandbox.seccomp is not None,
-        "rlimits": {
-            "address_space_mib": limits.memory_bytes // (1024 * 1024),
-            "file_size_mib": limits.file_bytes // (1024 * 1024),
-            "cpu_s": limits.cpu_s,
-            "open_files": limits.open_files,
-            "tasks": limits.tasks,
-            "set_before_exec": sandbox is not None,
-        },
-        # RLIMIT_AS bounds each process; a memory.max per job needs a delegated cgroup v2
-        # subtree, which ffserve does not use yet (docs/sandbox.md).
-        "cgroup_memory_max": False,
-        "cgroup_v2_delegated": cgroup_v2_delegated(),
-    }
-
-
 def cgroup_v2_delegated() -> bool:
     """Whether this process could make per-job cgroups: a writable cgroup v2 subtree."""
     try:
@@ -292,9 +270,30 @@ class Confinement:
     mode: str
     sandbox: Sandbox | None
     limits: ChildLimits
+    # Read once: /health reports it on every request.
+    cgroup_v2: bool = attrs.field(factory=cgroup_v2_delegated)
 
     def describe(self) -> dict[str, Any]:
-        return describe(self.sandbox, self.mode, self.limits)
+        """Which protections are active, for `/health` and the start-up log."""
+        sandbox, limits = self.sandbox, self.limits
+        return {
+            "mode": self.mode,
+            "bubblewrap": sandbox.version if sandbox else None,
+            "namespaces": sandbox is not None,
+            "seccomp": sandbox is not None and sandbox.seccomp is not None,
+            "rlimits": {
+                "address_space_mib": limits.memory_bytes // (1024 * 1024),
+                "file_size_mib": limits.file_bytes // (1024 * 1024),
+                "cpu_s": limits.cpu_s,
+                "open_files": limits.open_files,
+                "tasks": limits.tasks,
+                "set_before_exec": sandbox is not None,
+            },
+            # RLIMIT_AS bounds each process; a memory.max per job needs a delegated cgroup
+            # v2 subtree, which ffserve does not use yet (docs/sandbox.md).
+            "cgroup_memory_max": False,
+            "cgroup_v2_delegated": self.cgroup_v2,
+        }
 
 
 def open_confinement(config: Config, executables: Sequence[str]) -> Confinement:
