@@ -63,22 +63,23 @@ async def run_job(job: Job, ticket: Ticket, services: Services, outbox: Outbox) 
                 last = await _steps(job, ticket, services, outbox)
             except FFserveError as exc:
                 job.process(JobEvent.FAILED)
-                metrics.count("jobs_failed")
                 last = Error(exc.code, exc.message, job.job_id, exc.details)
             except Exception:
                 # Disk full, a bug: the server's fault, so it costs this job, never the
                 # connection.
                 log.exception("job %r of %s failed unexpectedly", job.job_id, job.operation)
                 job.process(JobEvent.FAILED)
-                metrics.count("jobs_failed")
                 last = Error(
                     ErrorCode.INTERNAL_ERROR, "the server could not complete this job", job.job_id
                 )
-        if job.scope.cancelled_caught:
-            # Only `Job.cancel` cancels this scope: the client asked.
-            assert job.state is JobState.CANCELLING, job.state
+        # Only `Job.cancel` cancels this scope: the client asked.
+        assert not job.scope.cancelled_caught or job.state is JobState.CANCELLING, job.state
+        if job.state is JobState.CANCELLING:
+            # Cancelled is the outcome, whatever the job ran into before it noticed.
             metrics.count("jobs_cancelled")
             last = Error(ErrorCode.JOB_CANCELLED, "job cancelled", job.job_id)
+        elif isinstance(last, Error):
+            metrics.count("jobs_failed")
         # The job's id is free from here: a client that reads this message may reuse it
         # at once, before this task has unwound.
         job.process(JobEvent.LAST_WORD)
@@ -119,7 +120,9 @@ async def _steps(job: Job, ticket: Ticket, services: Services, outbox: Outbox) -
                     f"input not complete within {config.jobs.input_timeout_s:g} s",
                     code=ErrorCode.TIMEOUT,
                 ) from None
-            if job.input_complete() and job.chunked:
+            overrun = job.input_complete()
+            await trio.lowlevel.checkpoint_if_cancelled()
+            if overrun and job.chunked:
                 raise JobError("upload runs past its announced size", code=ErrorCode.TOO_LARGE)
             # Probing is the server's work, outside the client's input deadline, but bounded:
             # a file built to keep ffprobe busy must not hold a probe slot for long.
@@ -136,16 +139,20 @@ async def _steps(job: Job, ticket: Ticket, services: Services, outbox: Outbox) -
                 ) from None
             if job.operation in METADATA_ONLY:
                 job.process(JobEvent.METADATA_ONLY)
+                await trio.lowlevel.checkpoint_if_cancelled()  # a cancel meanwhile
                 metadata = [full_metadata(sources[0].info)]
                 return completion(job.job_id, job.operation, metadata, "none")
             plan = build_plan(job.operation, job.options, sources, workdir)
             check_budget(plan, sources, config.limits)
             job.process(JobEvent.PLANNED)
+            await trio.lowlevel.checkpoint_if_cancelled()  # a cancel meanwhile
             outbox.offer(Progress(job.job_id, 0.0, "queued"))
             async with services.pool.slot(job.owner):
                 job.process(JobEvent.SLOT_TAKEN)
+                await trio.lowlevel.checkpoint_if_cancelled()  # a cancel meanwhile
                 await _run(job, services, outbox, plan, workdir)
             job.process(JobEvent.FFMPEG_EXITED)
+            await trio.lowlevel.checkpoint_if_cancelled()  # a cancel meanwhile
             outputs = await verify_outputs(services.prober, plan.outputs, config.max_output_bytes)
             job.process(JobEvent.VERIFIED)
             return await deliver(

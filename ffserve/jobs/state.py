@@ -13,7 +13,8 @@ the job's code tells the machine what happened (`process`) and acts on the answe
         |                           ^ ^
         |   CANCEL_REQUESTED from   | '--LAST_WORD-- CANCELLING    (JOB_CANCELLED queued)
         |   RECEIVING .. RUNNING    '----LAST_WORD-- FAILING       (its error queued)
-        |   FAILED from any live state, CANCELLING included; UPLOAD_BEGUN in CANCELLING
+        |   FAILED from any live state; in CANCELLING every event but LAST_WORD stays there;
+        |   UPLOAD_BEGUN in CANCELLING
         |   and FAILING too while the input is open (the frame is dropped: the job's
         |   error is its answer)
         '-- ABORTED from any state: the connection or the server went away; nothing is owed
@@ -67,13 +68,18 @@ TRANSITIONS: dict[JobState, dict[JobEvent, JobState]] = {
     S.RUNNING: {E.FFMPEG_EXITED: S.VERIFYING},
     S.VERIFYING: {E.VERIFIED: S.DELIVERING},
     S.DELIVERING: {E.LAST_WORD: S.DONE},
-    # A second cancel changes nothing; a failure while cancelling wins (its error is sent).
-    # Uploads that a job ending before its input was complete still had coming are taken
-    # and dropped: its error (or JOB_CANCELLED) is its answer to them.
+    # A cancelled job ends JOB_CANCELLED, as v1 did: its task carries on to its next
+    # checkpoint (a second cancel, its own progress, or a failure meanwhile change
+    # nothing), and uploads it still had coming are taken and dropped.
     S.CANCELLING: {
         E.UPLOAD_BEGUN: S.CANCELLING,
         E.CANCEL_REQUESTED: S.CANCELLING,
-        E.FAILED: S.FAILING,
+        E.INPUT_RECEIVED: S.CANCELLING,
+        E.PLANNED: S.CANCELLING,
+        E.METADATA_ONLY: S.CANCELLING,
+        E.SLOT_TAKEN: S.CANCELLING,
+        E.FFMPEG_EXITED: S.CANCELLING,
+        E.FAILED: S.CANCELLING,
         E.LAST_WORD: S.DONE,
     },
     S.FAILING: {E.UPLOAD_BEGUN: S.FAILING, E.FAILED: S.FAILING, E.LAST_WORD: S.DONE},

@@ -27,7 +27,11 @@ LEGAL: dict[tuple[JobState, JobEvent], JobState] = {
     (S.DELIVERING, E.LAST_WORD): S.DONE,
     (S.CANCELLING, E.UPLOAD_BEGUN): S.CANCELLING,
     (S.CANCELLING, E.CANCEL_REQUESTED): S.CANCELLING,
-    (S.CANCELLING, E.FAILED): S.FAILING,
+    (S.CANCELLING, E.FAILED): S.CANCELLING,
+    **{
+        (S.CANCELLING, event): S.CANCELLING
+        for event in (E.INPUT_RECEIVED, E.PLANNED, E.METADATA_ONLY, E.SLOT_TAKEN, E.FFMPEG_EXITED)
+    },
     (S.CANCELLING, E.LAST_WORD): S.DONE,
     (S.FAILING, E.UPLOAD_BEGUN): S.FAILING,
     (S.FAILING, E.FAILED): S.FAILING,
@@ -120,7 +124,7 @@ def test_no_upload_once_the_input_is_complete() -> None:
         with pytest.raises(InvalidTransition):
             machine.process(E.UPLOAD_BEGUN)
         machine.process(event)
-    assert machine.state is S.FAILING
+    assert machine.state is S.CANCELLING  # cancelled stays the outcome
 
 
 def test_whole_lives() -> None:
