@@ -33,7 +33,8 @@ def check_budget(plan: Plan, sources: Sequence[Source], limits: LimitsConfig) ->
     largest_input = max(
         ((v.width or 0) * (v.height or 0) for s in sources if (v := s.info.video)), default=0
     )
-    decoders = plan.args.count("-i")  # thumbnail sets open the input once per picture
+    # Thumbnail sets open the input once per picture; a plan's steps run one after another.
+    decoders = max(step.count("-i") for step in (plan.args, *plan.before))
     in_flight = decoders * max(largest_input, out)
     if in_flight > limits.max_pixels_in_flight:
         raise JobError(

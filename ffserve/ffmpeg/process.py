@@ -8,6 +8,7 @@ child outlives the job that started it.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -16,13 +17,17 @@ from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
+import attrs
 import trio
 
 from ffserve.errors import ErrorCode, JobError
 from ffserve.ffmpeg.progress import ProgressParser
 from ffserve.ffmpeg.sandbox import Confinement, child_pid
 
+log = logging.getLogger(__name__)
 STDERR_TAIL_BYTES = 8192
+FFMPEG_TRAPPED_SIGNAL = 255
+BWRAP_SAYS = b"bwrap: "
 SANDBOX_EXIT_S = 2.0  # for the kernel to finish a sandbox whose bwrap has exited
 
 
@@ -46,6 +51,12 @@ class ProcessFailed(JobError):
             return self.returncode - 128
         return None
 
+    @property
+    def trapped_signal(self) -> bool:
+        """FFmpeg traps SIGINT, SIGTERM and SIGXCPU, winds down and exits 255, saying why
+        only at `-loglevel info`. Its errors exit 1 with a message at `error`."""
+        return self.returncode == FFMPEG_TRAPPED_SIGNAL and not self.stderr_tail.strip()
+
 
 async def _terminate(grace: float, process: trio.Process) -> None:
     process.terminate()
@@ -63,10 +74,9 @@ async def _spawn(
     confinement: Confinement,
     workdir: Path,
     writable: bool,
-) -> tuple[trio.Process, int | None]:
+) -> Child:
     """Start a child in `nursery` with pipes, confined and bounded (`ffserve.ffmpeg.sandbox`);
-    it is reaped however the nursery ends. With a sandbox, also a pidfd of the sandbox's
-    first process (its PID namespace's init): the sandbox is gone once that has exited."""
+    it is reaped however the nursery ends."""
     run = partial(
         trio.run_process,
         stdin=subprocess.DEVNULL,
@@ -80,8 +90,8 @@ async def _spawn(
         process: trio.Process = await nursery.start(partial(run, list(args), cwd=str(workdir)))
         # Unconfined: bounded from outside just after it starts (preexec_fn is unsafe
         # with threads).
-        confinement.limits.apply(process.pid)
-        return process, None
+        confinement.limits.apply(process.pid, confined=False)
+        return Child(process)
     with sandbox.pipes() as pipes:
         command = sandbox.command(
             args,
@@ -96,16 +106,81 @@ async def _spawn(
         # bwrap holds the child until a byte arrives on `block`: it is bounded before it
         # can exec FFmpeg. If bwrap fails first, its info pipe just closes.
         pid = await _read_child_pid(pipes.info_read)
-        if pid is None:
-            return process, None
-        pidfd = os.pidfd_open(pid)  # it is alive: bwrap holds it
+        pidfd = None if pid is None else _open_held_child(pid, process.pid)
+        if pid is None or pidfd is None:
+            # bwrap failed or died: closing `block` would let whatever it still holds
+            # exec unbounded, so it goes first.
+            if process.returncode is None:
+                process.kill()
+            return Child(process, sandbox_failed=True)
         try:
-            confinement.limits.apply(pid)
+            confinement.limits.apply(pid, confined=True)
             os.write(pipes.block_write, b"x")
+        except BrokenPipeError:  # the child died setting the sandbox up
+            os.close(pidfd)
+            return Child(process, sandbox_failed=True)
         except BaseException:
-            os.close(pidfd)  # the nursery ends the child; nothing will wait on this
+            process.kill()  # before `block` closes: never let it exec unbounded
+            os.close(pidfd)  # nothing will wait on this
             raise
-    return process, pidfd
+    return Child(process, pidfd)
+
+
+def _open_held_child(pid: int, bwrap_pid: int) -> int | None:
+    """A pidfd of the sandbox's first process, `pid` as bwrap reported it, once it is
+    certain that `pid` still names bwrap's child (held before exec, it cannot exit on its
+    own; bwrap may have died, and the pid been reused, in between). None if it is gone."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+    if _parent_of(pid) != bwrap_pid:
+        os.close(pidfd)
+        return None
+    return pidfd
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after it.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+
+
+@attrs.define
+class Child:
+    """A started child. `pidfd`: of its sandbox's first process (its PID namespace's init),
+    gone once every process of the sandbox has exited. `sandbox_failed`: bwrap gave up
+    before reporting the child."""
+
+    process: trio.Process
+    pidfd: int | None = None
+    sandbox_failed: bool = False
+
+    def never_ran(self, stderr: bytes) -> bool:
+        """Whether bwrap failed to set the sandbox up, so the tool never ran: a server
+        fault, not the input's. Its errors after reporting the child (a mount that fails)
+        exit 1 like FFmpeg's, but only bwrap starts a line with its name."""
+        if self.sandbox_failed:
+            return True
+        return (
+            self.pidfd is not None
+            and self.process.returncode != 0
+            and (stderr.startswith(BWRAP_SAYS))
+        )
+
+
+class SandboxFailed(JobError):
+    """bwrap could not start FFmpeg. Its own words go to the server's log, not the client."""
+
+    code = ErrorCode.INTERNAL_ERROR
+
+    def __init__(self, stderr: bytes) -> None:
+        super().__init__("the server could not start FFmpeg")
+        log.error("bubblewrap failed to start a child: %s", summarize(stderr))
 
 
 @asynccontextmanager
@@ -116,14 +191,14 @@ async def _running(
     confinement: Confinement,
     workdir: Path,
     writable: bool,
-) -> AsyncIterator[tuple[trio.Nursery, trio.Process]]:
+) -> AsyncIterator[tuple[trio.Nursery, Child]]:
     """A started child and the nursery it lives in. On leaving, the child has been reaped
     and, when sandboxed, every process of its sandbox has exited too: bwrap can exit a
     moment before the FFmpeg under it, which the kernel kills when bwrap dies."""
-    pidfd = None
+    child = None
     try:
         async with trio.open_nursery() as nursery:
-            process, pidfd = await _spawn(
+            child = await _spawn(
                 nursery,
                 args,
                 grace=grace,
@@ -131,12 +206,12 @@ async def _running(
                 workdir=workdir,
                 writable=writable,
             )
-            yield nursery, process
+            yield nursery, child
     finally:
-        if pidfd is not None:
+        if child is not None and child.pidfd is not None:
             with trio.move_on_after(grace + SANDBOX_EXIT_S, shield=True):
-                await trio.lowlevel.wait_readable(pidfd)
-            os.close(pidfd)
+                await trio.lowlevel.wait_readable(child.pidfd)
+            os.close(child.pidfd)
 
 
 async def _read_child_pid(fd: int) -> int | None:
@@ -192,12 +267,15 @@ async def run_ffmpeg(
     """
     tail = bytearray()
     running = _running(args, grace=grace, confinement=confinement, workdir=workdir, writable=True)
-    async with running as (nursery, process):
+    async with running as (nursery, child):
+        process = child.process
         assert process.stdout is not None and process.stderr is not None
         nursery.start_soon(_keep_tail, process.stderr, tail)
         async for chunk in process.stdout:
             if parser.feed(bytes(chunk)):
                 on_progress(parser.percentage)
+    if child.never_ran(bytes(tail)):
+        raise SandboxFailed(bytes(tail))
     if process.returncode != 0:
         raise ProcessFailed(
             "FFmpeg failed", process.returncode or 0, bytes(tail).decode("utf-8", "replace")
@@ -221,7 +299,8 @@ async def run_capture(
 
     too_large = False
     running = _running(args, grace=grace, confinement=confinement, workdir=workdir, writable=False)
-    async with running as (nursery, process):
+    async with running as (nursery, child):
+        process = child.process
         assert process.stdout is not None and process.stderr is not None
         nursery.start_soon(_keep_tail, process.stderr, err)
         async for chunk in process.stdout:
@@ -231,6 +310,8 @@ async def run_capture(
                 too_large = True
                 nursery.cancel_scope.cancel()
                 break
+    if child.never_ran(bytes(err)):
+        raise SandboxFailed(bytes(err))
     if too_large:
         raise ProcessFailed("tool output too large", -1, "")
     if process.returncode != 0:

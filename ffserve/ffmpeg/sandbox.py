@@ -69,21 +69,26 @@ class ChildLimits:
             niceness=config.ffmpeg.niceness,
         )
 
-    def rlimits(self) -> list[tuple[int, tuple[int, int]]]:
-        return [
+    def rlimits(self, *, confined: bool) -> list[tuple[int, tuple[int, int]]]:
+        limits = [
             (resource.RLIMIT_AS, (self.memory_bytes, self.memory_bytes)),
             (resource.RLIMIT_FSIZE, (self.file_bytes, self.file_bytes)),
             (resource.RLIMIT_CPU, (self.cpu_s, self.cpu_s + CPU_GRACE_S)),
             (resource.RLIMIT_NOFILE, (self.open_files, self.open_files)),
-            (resource.RLIMIT_NPROC, (self.tasks, self.tasks)),
             (resource.RLIMIT_CORE, (0, 0)),
         ]
+        if confined:
+            # RLIMIT_NPROC counts every task of the real uid. In a sandbox that uid is its
+            # own (a user namespace); unconfined it is the server's, whose other jobs'
+            # threads would count against this child and make it fail at random.
+            limits.append((resource.RLIMIT_NPROC, (self.tasks, self.tasks)))
+        return limits
 
-    def apply(self, pid: int) -> None:
+    def apply(self, pid: int, *, confined: bool) -> None:
         """Set every limit and the niceness of process `pid` (from outside it).
         A process that has already gone is skipped: it has nothing left to bound."""
         try:
-            for which, limits in self.rlimits():
+            for which, limits in self.rlimits(confined=confined):
                 resource.prlimit(pid, which, limits)
             if self.niceness:
                 os.setpriority(os.PRIO_PROCESS, pid, self.niceness)
@@ -201,8 +206,10 @@ def _base_options(executables: Sequence[str]) -> list[str]:
             args += ["--ro-bind", top, top]
     for extra in READ_ONLY:
         args += ["--ro-bind-try", extra, extra]
-    for executable in executables:  # an FFmpeg installed outside /usr
-        if not executable.startswith(("/usr/", "/bin/", "/lib")):
+    mounted = {"/usr", *(top for top in TOP_LEVEL if os.path.lexists(top))}
+    for executable in executables:  # an FFmpeg installed outside what is mounted above
+        parts = Path(executable).parts
+        if len(parts) < 2 or os.path.join("/", parts[1]) not in mounted:
             args += ["--ro-bind", executable, executable]
     return [*args, "--proc", "/proc", "--dev", "/dev"]
 

@@ -102,7 +102,7 @@ class Ticket:
         """
         if size > self._admission.available():
             raise JobError(
-                "not enough temporary disk space for this upload right now",
+                "not enough temporary disk space for this input right now",
                 code=ErrorCode.TOO_LARGE,
             )
 

@@ -226,7 +226,10 @@ def ffmpeg_failure(exc: ProcessFailed, limits: ChildLimits, scrub: list[str]) ->
             code=ErrorCode.TOO_LARGE,
             details={"limit": "output_bytes", "max_output_bytes": limits.file_bytes},
         )
-    if exc.signal == signal.SIGXCPU:
+    # A job the server stops is cancelled or timed out before this is asked, so a signal
+    # FFmpeg trapped came from the kernel: in the sandbox (its own PID namespace and
+    # session) nothing else can signal it.
+    if exc.signal == signal.SIGXCPU or exc.trapped_signal:
         return JobError(
             f"the job used more than {limits.cpu_s} s of CPU time", code=ErrorCode.TIMEOUT
         )

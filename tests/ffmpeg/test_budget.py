@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 
 from ffserve.config import LimitsConfig
@@ -62,3 +63,13 @@ def test_the_limits_are_configurable() -> None:
     scaled = plan("filter", {"filters": [{"type": "scale", "width": 1280, "height": 720}]}, MP4)
     with pytest.raises(JobError, match="1280x720 frames; the limit is 640x360"):
         check_budget(scaled, [source(MP4)], small)
+
+
+def test_steps_before_the_main_run_are_held_to_the_budget() -> None:
+    """A step run before the main one (burn_subtitles' subtitle conversion) holds its own
+    decoders: the largest step counts, not only the last."""
+    fits = plan("thumbnail", {"count": 4}, UHD8K)
+    check_budget(fits, [source(UHD8K)], LIMITS)
+    five_inputs = tuple(arg for _ in range(5) for arg in ("-i", "file:input"))
+    with pytest.raises(JobError, match="5 frames"):
+        check_budget(attrs.evolve(fits, before=(five_inputs,)), [source(UHD8K)], LIMITS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import json
+import resource
 import shutil
 import socket
 import sys
@@ -23,10 +24,13 @@ import pytest
 import trio
 
 from ffserve.config import Config
-from ffserve.ffmpeg.process import ProcessFailed, run_capture, run_ffmpeg
+from ffserve.errors import ErrorCode
+from ffserve.ffmpeg.ops import ffmpeg_prefix
+from ffserve.ffmpeg.process import ProcessFailed, SandboxFailed, run_capture, run_ffmpeg
 from ffserve.ffmpeg.progress import ProgressParser
-from ffserve.ffmpeg.sandbox import ChildLimits, Confinement, open_confinement
+from ffserve.ffmpeg.sandbox import ChildLimits, Confinement, _base_options, open_confinement
 from ffserve.ffmpeg.seccomp import X86_64_DENIED, x86_64_filter
+from ffserve.jobs.lifecycle import ffmpeg_failure
 from tests.conftest import test_config
 
 # The system's Python (under /usr, so visible in the sandbox), not the venv's.
@@ -243,3 +247,78 @@ def test_the_filter_denies_what_it_lists() -> None:
     for name in ("ptrace", "mount", "bpf", "keyctl", "unshare", "setns", "fork", "vfork"):
         assert X86_64_DENIED[name] in constants
     assert errno.EAFNOSUPPORT | 0x00050000 in constants
+
+
+async def test_a_real_ffmpeg_past_its_cpu_time_ends_with_timeout(
+    tmp_path: Path, jobs: tuple[Path, Path]
+) -> None:
+    """FFmpeg traps SIGXCPU and exits 255 with nothing said at `-loglevel error`; that
+    still reads as the CPU limit, TIMEOUT. Without RLIMIT_CPU the encode below would run
+    for minutes and the test's deadline would fail it."""
+    how = confinement(tmp_path)
+    cpu_capped = attrs.evolve(how, limits=attrs.evolve(how.limits, cpu_s=1))
+    ffmpeg = shutil.which("ffmpeg") or "ffmpeg"
+
+    def encode(seconds: int) -> list[str]:
+        source = f"testsrc2=size=1280x720:rate=30:duration={seconds}"
+        return [
+            *ffmpeg_prefix(ffmpeg, 1),
+            *["-f", "lavfi", "-i", source, "-c:v", "libx264", "-preset", "medium", "out.mp4"],
+        ]
+
+    async def run(how: Confinement, seconds: int) -> None:
+        await run_ffmpeg(
+            encode(seconds),
+            confinement=how,
+            workdir=jobs[0],
+            parser=ProgressParser(None),
+            on_progress=lambda _: None,
+            grace=1,
+        )
+
+    with trio.fail_after(60):
+        await run(how, 1)  # the control: the same encode, short, within its limits
+        with pytest.raises(ProcessFailed) as failed:
+            await run(cpu_capped, 600)
+    error = ffmpeg_failure(failed.value, cpu_capped.limits, [str(jobs[0])])
+    assert error.code == ErrorCode.TIMEOUT, (failed.value.returncode, failed.value.stderr_tail)
+    assert "1 s of CPU" in error.message
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        ("--ro-bind", "/nonexistent", "/x"),  # fails in the child, after reporting it
+        ("--nonexistent-option",),  # fails before there is a child
+    ],
+)
+async def test_a_sandbox_that_fails_is_the_servers_fault(
+    tmp_path: Path, jobs: tuple[Path, Path], breakage: tuple[str, ...]
+) -> None:
+    """bwrap failing before the tool runs is INTERNAL_ERROR, and what it printed (host
+    paths, its own options) stays in the server's log."""
+    how = confinement(tmp_path)
+    assert how.sandbox is not None
+    broken = attrs.evolve(how.sandbox, base=(*how.sandbox.base, *breakage))
+    with pytest.raises(SandboxFailed) as failed, trio.fail_after(30):
+        await probe_read_only(attrs.evolve(how, sandbox=broken), jobs[0], "print('{}')")
+    assert failed.value.code == ErrorCode.INTERNAL_ERROR
+    assert "nonexistent" not in failed.value.message
+    assert not isinstance(failed.value, ProcessFailed)  # not the input's fault
+
+
+def test_unconfined_children_are_not_held_to_the_task_limit() -> None:
+    """RLIMIT_NPROC counts every task of the uid: unconfined, that is the whole server."""
+    limits = ChildLimits(1 << 30, 1 << 20, 60, 256, 64, 0)
+    assert resource.RLIMIT_NPROC in dict(limits.rlimits(confined=True))
+    assert resource.RLIMIT_NPROC not in dict(limits.rlimits(confined=False))
+
+
+def test_an_ffmpeg_outside_the_mounted_tree_is_bound_in() -> None:
+    """/usr and the top-level loader links are mounted; an FFmpeg elsewhere (even one whose
+    path merely starts like them) is bound read-only on its own."""
+    bound = _base_options(["/usr/bin/ffmpeg", "/library/ffmpeg", "/opt/ff/ffprobe"])
+    pairs = {(bound[i + 1], bound[i + 2]) for i, a in enumerate(bound) if a == "--ro-bind"}
+    assert ("/library/ffmpeg", "/library/ffmpeg") in pairs
+    assert ("/opt/ff/ffprobe", "/opt/ff/ffprobe") in pairs
+    assert ("/usr/bin/ffmpeg", "/usr/bin/ffmpeg") not in pairs

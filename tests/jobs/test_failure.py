@@ -21,7 +21,9 @@ LIMITS = ChildLimits(512 << 20, 1 << 20, 60, 256, 256, 10)
         (1, "[x] Cannot allocate memory\n", ErrorCode.TOO_LARGE, "512 MiB"),
         (1, "x264 [error]: malloc of size 50520990 failed\n", ErrorCode.TOO_LARGE, "512 MiB"),
         (1, "Invalid data found in /srv/jobs/j1/input\n", ErrorCode.JOB_FAILED, "Invalid data"),
-        (255, "", ErrorCode.JOB_FAILED, "could not process"),
+        (255, "", ErrorCode.TIMEOUT, "60 s of CPU"),  # FFmpeg trapped SIGXCPU
+        (255, "Error while decoding\n", ErrorCode.JOB_FAILED, "Error while decoding"),
+        (1, "", ErrorCode.JOB_FAILED, "could not process"),
     ],
 )
 def test_failures_name_their_cause(returncode: int, stderr: str, code: str, says: str) -> None:
