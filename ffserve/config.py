@@ -108,6 +108,9 @@ class SandboxConfig:
     # Open files (RLIMIT_NOFILE) and tasks (RLIMIT_NPROC: threads count) per process.
     open_files: int = attrs.field(default=256, validator=in_range(16, 65536))
     tasks: int = attrs.field(default=256, validator=in_range(4, 65536))
+    # Build a job's sandbox while its input arrives (at most jobs.max_concurrent at once),
+    # so that FFmpeg's start does not wait for bubblewrap's few milliseconds of setup.
+    warm: bool = True
 
 
 @attrs.frozen

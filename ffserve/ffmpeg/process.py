@@ -8,8 +8,6 @@ child outlives the job that started it.
 
 from __future__ import annotations
 
-import logging
-import os
 import re
 import subprocess
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -17,18 +15,16 @@ from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
-import attrs
 import trio
 
 from ffserve.errors import ErrorCode, JobError
 from ffserve.ffmpeg.progress import ProgressParser
-from ffserve.ffmpeg.sandbox import Confinement, child_pid
+from ffserve.ffmpeg.sandbox import Confinement
+from ffserve.ffmpeg.spawn import Child, SandboxFailed, spawn, terminate
+from ffserve.ffmpeg.warm import Warm, exec_in
 
-log = logging.getLogger(__name__)
 STDERR_TAIL_BYTES = 8192
 FFMPEG_TRAPPED_SIGNAL = 255
-BWRAP_SAYS = b"bwrap: "
-SANDBOX_EXIT_S = 2.0  # for the kernel to finish a sandbox whose bwrap has exited
 
 
 class ProcessFailed(JobError):
@@ -58,131 +54,6 @@ class ProcessFailed(JobError):
         return self.returncode == FFMPEG_TRAPPED_SIGNAL and not self.stderr_tail.strip()
 
 
-async def _terminate(grace: float, process: trio.Process) -> None:
-    process.terminate()
-    with trio.move_on_after(grace):
-        await process.wait()
-        return
-    process.kill()
-
-
-async def _spawn(
-    nursery: trio.Nursery,
-    args: Sequence[str],
-    *,
-    grace: float,
-    confinement: Confinement,
-    workdir: Path,
-    writable: bool,
-) -> Child:
-    """Start a child in `nursery` with pipes, confined and bounded (`ffserve.ffmpeg.sandbox`);
-    it is reaped however the nursery ends."""
-    run = partial(
-        trio.run_process,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        check=False,
-        deliver_cancel=partial(_terminate, grace),
-    )
-    sandbox = confinement.sandbox
-    if sandbox is None:
-        process: trio.Process = await nursery.start(partial(run, list(args), cwd=str(workdir)))
-        # Unconfined: bounded from outside just after it starts (preexec_fn is unsafe
-        # with threads).
-        confinement.limits.apply(process.pid, confined=False)
-        return Child(process)
-    with sandbox.pipes() as pipes:
-        command = sandbox.command(
-            args,
-            workdir=workdir,
-            writable=writable,
-            info_fd=pipes.info_write,
-            block_fd=pipes.block_read,
-            seccomp_fd=pipes.seccomp_read,
-        )
-        process = await nursery.start(partial(run, command, pass_fds=pipes.child_ends))
-        pipes.close_child_ends()
-        # bwrap holds the child until a byte arrives on `block`: it is bounded before it
-        # can exec FFmpeg. If bwrap fails first, its info pipe just closes.
-        pid = await _read_child_pid(pipes.info_read)
-        pidfd = None if pid is None else _open_held_child(pid, process.pid)
-        if pid is None or pidfd is None:
-            # bwrap failed or died: closing `block` would let whatever it still holds
-            # exec unbounded, so it goes first.
-            if process.returncode is None:
-                process.kill()
-            return Child(process, sandbox_failed=True)
-        try:
-            confinement.limits.apply(pid, confined=True)
-            os.write(pipes.block_write, b"x")
-        except BrokenPipeError:  # the child died setting the sandbox up
-            os.close(pidfd)
-            return Child(process, sandbox_failed=True)
-        except BaseException:
-            process.kill()  # before `block` closes: never let it exec unbounded
-            os.close(pidfd)  # nothing will wait on this
-            raise
-    return Child(process, pidfd)
-
-
-def _open_held_child(pid: int, bwrap_pid: int) -> int | None:
-    """A pidfd of the sandbox's first process, `pid` as bwrap reported it, once it is
-    certain that `pid` still names bwrap's child (held before exec, it cannot exit on its
-    own; bwrap may have died, and the pid been reused, in between). None if it is gone."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return None
-    if _parent_of(pid) != bwrap_pid:
-        os.close(pidfd)
-        return None
-    return pidfd
-
-
-def _parent_of(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after it.
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
-
-
-@attrs.define
-class Child:
-    """A started child. `pidfd`: of its sandbox's first process (its PID namespace's init),
-    gone once every process of the sandbox has exited. `sandbox_failed`: bwrap gave up
-    before reporting the child."""
-
-    process: trio.Process
-    pidfd: int | None = None
-    sandbox_failed: bool = False
-
-    def never_ran(self, stderr: bytes) -> bool:
-        """Whether bwrap failed to set the sandbox up, so the tool never ran: a server
-        fault, not the input's. Its errors after reporting the child (a mount that fails)
-        exit 1 like FFmpeg's, but only bwrap starts a line with its name."""
-        if self.sandbox_failed:
-            return True
-        return (
-            self.pidfd is not None
-            and self.process.returncode != 0
-            and (stderr.startswith(BWRAP_SAYS))
-        )
-
-
-class SandboxFailed(JobError):
-    """bwrap could not start FFmpeg. Its own words go to the server's log, not the client."""
-
-    code = ErrorCode.INTERNAL_ERROR
-
-    def __init__(self, stderr: bytes) -> None:
-        super().__init__("the server could not start FFmpeg")
-        log.error("bubblewrap failed to start a child: %s", summarize(stderr))
-
-
 @asynccontextmanager
 async def _running(
     args: Sequence[str],
@@ -198,36 +69,29 @@ async def _running(
     child = None
     try:
         async with trio.open_nursery() as nursery:
-            child = await _spawn(
-                nursery,
-                args,
-                grace=grace,
-                confinement=confinement,
-                workdir=workdir,
-                writable=writable,
+
+            async def start(command: list[str], pass_fds: Sequence[int]) -> trio.Process:
+                run = partial(
+                    trio.run_process,
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    check=False,
+                    deliver_cancel=partial(terminate, grace),
+                    pass_fds=pass_fds,
+                    cwd=str(workdir),
+                )
+                process: trio.Process = await nursery.start(run)
+                return process
+
+            child = await spawn(
+                start, args, confinement=confinement, workdir=workdir, writable=writable
             )
             yield nursery, child
     finally:
-        if child is not None and child.pidfd is not None:
-            with trio.move_on_after(grace + SANDBOX_EXIT_S, shield=True):
-                await trio.lowlevel.wait_readable(child.pidfd)
-            os.close(child.pidfd)
-
-
-async def _read_child_pid(fd: int) -> int | None:
-    """The pid bwrap reports on its info pipe; None if it closes the pipe first."""
-    info = b""
-    # A dup: the stream closes its own fd, the caller keeps (and closes) `fd`.
-    async with trio.lowlevel.FdStream(os.dup(fd)) as stream:
-        while len(info) < 4096:
-            chunk = await stream.receive_some(4096)
-            if not chunk:
-                return None
-            info += chunk
-            pid = child_pid(info)
-            if pid is not None:
-                return pid
-    return None
+        if child is not None:
+            await child.sandbox_exited(grace)
 
 
 async def _keep_tail(stream: trio.abc.ReceiveStream, tail: bytearray) -> None:
@@ -260,13 +124,21 @@ async def run_ffmpeg(
     parser: ProgressParser,
     on_progress: Callable[[float], None],
     grace: float,
+    warm: Warm | None = None,
 ) -> None:
-    """Run FFmpeg with `-progress pipe:1` already in `args`, reporting progress as it rises.
+    """Run FFmpeg with `-progress pipe:1` already in `args`, reporting progress as it rises;
+    in `warm`'s sandbox when it is still ready, else in one of its own.
 
     Errors: ProcessFailed with the stderr tail if FFmpeg exits non-zero.
     """
     tail = bytearray()
-    running = _running(args, grace=grace, confinement=confinement, workdir=workdir, writable=True)
+    ready = await warm.take() if warm is not None else None
+    if ready is not None:
+        running = exec_in(ready, args, grace=grace)
+    else:
+        running = _running(
+            args, grace=grace, confinement=confinement, workdir=workdir, writable=True
+        )
     async with running as (nursery, child):
         process = child.process
         assert process.stdout is not None and process.stderr is not None

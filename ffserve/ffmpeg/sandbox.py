@@ -104,6 +104,8 @@ class Sandbox:
     base: tuple[str, ...]  # the options every child gets
     seccomp: bytes | None  # the filter program, None where there is none for this machine
     version: str
+    # A POSIX shell under /usr, for warm sandboxes (`ffserve.ffmpeg.warm`); None: none.
+    shell: str | None = None
 
     def command(
         self,
@@ -214,6 +216,13 @@ def _base_options(executables: Sequence[str]) -> list[str]:
     return [*args, "--proc", "/proc", "--dev", "/dev"]
 
 
+def _shell() -> str | None:
+    """The system's POSIX shell, where a sandbox sees it (under /usr), or None."""
+    found = shutil.which("sh", path=PATH)
+    shell = os.path.realpath(found) if found else None
+    return shell if shell and shell.startswith("/usr/") else None
+
+
 class SandboxUnavailable(Exception):
     """bwrap cannot confine FFmpeg here; the message says why."""
 
@@ -232,7 +241,7 @@ def open_sandbox(config: Config, executables: Sequence[str]) -> Sandbox:
         log.warning("sandbox without a seccomp filter: %s", exc)
         seccomp = None
     version = _run([bwrap, "--version"]).strip().rsplit(" ", 1)[-1]
-    sandbox = Sandbox(bwrap, tuple(_base_options(executables)), seccomp, version)
+    sandbox = Sandbox(bwrap, tuple(_base_options(executables)), seccomp, version, _shell())
     with sandbox.pipes() as pipes:
         probe = sandbox.command(
             [executables[0], "-hide_banner", "-version"],
@@ -277,8 +286,10 @@ class Confinement:
     mode: str
     sandbox: Sandbox | None
     limits: ChildLimits
+    # Build sandboxes ahead of their FFmpeg (`ffserve.ffmpeg.warm`).
+    warm: bool = False
     # Read once: /health reports it on every request.
-    cgroup_v2: bool = attrs.field(factory=cgroup_v2_delegated)
+    cgroup_v2: bool = attrs.field(factory=cgroup_v2_delegated, kw_only=True)
 
     def describe(self) -> dict[str, Any]:
         """Which protections are active, for `/health` and the start-up log."""
@@ -296,6 +307,7 @@ class Confinement:
                 "tasks": limits.tasks,
                 "set_before_exec": sandbox is not None,
             },
+            "warm": sandbox is not None and sandbox.shell is not None and self.warm,
             # RLIMIT_AS bounds each process; a memory.max per job needs a delegated cgroup
             # v2 subtree, which ffserve does not use yet (docs/sandbox.md).
             "cgroup_memory_max": False,
@@ -325,4 +337,4 @@ def open_confinement(config: Config, executables: Sequence[str]) -> Confinement:
             exc,
         )
         return Confinement(mode, None, limits)
-    return Confinement(mode, sandbox, limits)
+    return Confinement(mode, sandbox, limits, config.sandbox.warm)

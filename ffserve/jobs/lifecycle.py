@@ -30,6 +30,7 @@ from ffserve.ffmpeg.process import ProcessFailed, run_ffmpeg, summarize
 from ffserve.ffmpeg.progress import ProgressParser, Throttle
 from ffserve.ffmpeg.sandbox import ChildLimits
 from ffserve.ffmpeg.verify import verify_outputs
+from ffserve.ffmpeg.warm import Warm
 from ffserve.jobs.admission import Ticket
 from ffserve.jobs.job import Job
 from ffserve.jobs.services import Services
@@ -100,7 +101,10 @@ async def _steps(job: Job, ticket: Ticket, services: Services, outbox: Outbox) -
     (so a client that has seen the end of a job never finds its files still on the server).
     """
     config = services.config
-    async with job_dir(services.workspace) as workdir:
+    async with (
+        job_dir(services.workspace) as workdir,
+        _warm(services, job.operation, workdir) as warm,
+    ):
         try:
             try:
                 with trio.fail_after(config.jobs.input_timeout_s):
@@ -120,6 +124,8 @@ async def _steps(job: Job, ticket: Ticket, services: Services, outbox: Outbox) -
                     f"input not complete within {config.jobs.input_timeout_s:g} s",
                     code=ErrorCode.TIMEOUT,
                 ) from None
+            if warm is not None:
+                await warm.arm()  # its sandbox was built while the input arrived
             overrun = job.input_complete()
             await trio.lowlevel.checkpoint_if_cancelled()
             if overrun and job.chunked:
@@ -150,7 +156,7 @@ async def _steps(job: Job, ticket: Ticket, services: Services, outbox: Outbox) -
             async with services.pool.slot(job.owner):
                 job.process(JobEvent.SLOT_TAKEN)
                 await trio.lowlevel.checkpoint_if_cancelled()  # a cancel meanwhile
-                await _run(job, services, outbox, plan, workdir)
+                await _run(job, services, outbox, plan, workdir, warm)
             job.process(JobEvent.FFMPEG_EXITED)
             await trio.lowlevel.checkpoint_if_cancelled()  # a cancel meanwhile
             outputs = await verify_outputs(services.prober, plan.outputs, config.max_output_bytes)
@@ -173,7 +179,18 @@ async def _steps(job: Job, ticket: Ticket, services: Services, outbox: Outbox) -
             raise
 
 
-async def _run(job: Job, services: Services, outbox: Outbox, plan: Plan, workdir: Path) -> None:
+def _warm(
+    services: Services, operation: str, workdir: Path
+) -> contextlib.AbstractAsyncContextManager[Warm | None]:
+    """A sandbox built for the job's FFmpeg while its input arrives (`ffserve.ffmpeg.warm`)."""
+    if operation in METADATA_ONLY:
+        return contextlib.nullcontext()
+    return services.warm.open(workdir)
+
+
+async def _run(
+    job: Job, services: Services, outbox: Outbox, plan: Plan, workdir: Path, warm: Warm | None
+) -> None:
     config = services.config
     parser = ProgressParser(plan.expected_duration)
     throttle = Throttle(PROGRESS_INTERVAL_S)
@@ -198,6 +215,7 @@ async def _run(job: Job, services: Services, outbox: Outbox, plan: Plan, workdir
                     parser=ProgressParser(None),
                     on_progress=lambda _: None,
                     grace=config.ffmpeg.kill_grace_s,
+                    warm=warm,  # the first FFmpeg of the job takes it
                 )
             await run_ffmpeg(
                 [*prefix, *guard_inputs(plan.args, job.operation, max_pixels)],
@@ -206,6 +224,7 @@ async def _run(job: Job, services: Services, outbox: Outbox, plan: Plan, workdir
                 parser=parser,
                 on_progress=report,
                 grace=config.ffmpeg.kill_grace_s,
+                warm=warm,
             )
     except trio.TooSlowError:
         raise JobError(

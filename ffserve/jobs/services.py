@@ -11,6 +11,7 @@ import httpx
 from ffserve.config import Config
 from ffserve.ffmpeg.probe import Prober
 from ffserve.ffmpeg.sandbox import Confinement
+from ffserve.ffmpeg.warm import WarmSandboxes
 from ffserve.jobs.admission import Admission
 from ffserve.jobs.pool import WorkerPool
 from ffserve.metrics import Metrics
@@ -26,6 +27,7 @@ class Services:
     http: httpx.AsyncClient
     workspace: Path
     metrics: Metrics
+    warm: WarmSandboxes
 
     @classmethod
     def start(
@@ -47,4 +49,7 @@ class Services:
             http,
             workspace,
             Metrics(),
+            WarmSandboxes.start(
+                confinement, at_once=config.jobs.max_concurrent, grace=config.ffmpeg.kill_grace_s
+            ),
         )

@@ -26,10 +26,11 @@ import trio
 from ffserve.config import Config
 from ffserve.errors import ErrorCode
 from ffserve.ffmpeg.ops import ffmpeg_prefix
-from ffserve.ffmpeg.process import ProcessFailed, SandboxFailed, run_capture, run_ffmpeg
+from ffserve.ffmpeg.process import ProcessFailed, run_capture, run_ffmpeg
 from ffserve.ffmpeg.progress import ProgressParser
 from ffserve.ffmpeg.sandbox import ChildLimits, Confinement, _base_options, open_confinement
 from ffserve.ffmpeg.seccomp import X86_64_DENIED, x86_64_filter
+from ffserve.ffmpeg.spawn import SandboxFailed
 from ffserve.jobs.lifecycle import ffmpeg_failure
 from tests.conftest import test_config
 

@@ -1,0 +1,206 @@
+"""Starting one FFmpeg or ffprobe child: in its sandbox, bounded before it may exec.
+
+With a sandbox the child is bwrap, which reports its own child's pid on `--info-fd` and
+holds it before exec until a byte arrives on `--block-fd`: the server sets its rlimits
+(prlimit(2)) in between. Without one, the rlimits are set just after the start.
+Where the process goes (a nursery's `run_process`, or a warm sandbox's owner) is the
+caller's `Start`; so is its reaping.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import attrs
+import trio
+
+from ffserve.errors import ErrorCode, JobError
+from ffserve.ffmpeg.sandbox import ChildLimits, Confinement, Sandbox, SandboxPipes, child_pid
+
+log = logging.getLogger(__name__)
+BWRAP_SAYS = b"bwrap: "
+SANDBOX_EXIT_S = 2.0  # for the kernel to finish a sandbox whose bwrap has exited
+# Starts `command` with these fds passed, stdout and stderr piped; returns the process.
+Start = Callable[[list[str], Sequence[int]], Awaitable[trio.Process]]
+
+
+async def terminate(grace: float, process: trio.Process) -> None:
+    """SIGTERM, `grace` seconds to exit, then SIGKILL."""
+    process.terminate()
+    with trio.move_on_after(grace):
+        await process.wait()
+        return
+    process.kill()
+
+
+async def spawn(
+    start: Start,
+    args: Sequence[str],
+    *,
+    confinement: Confinement,
+    workdir: Path,
+    writable: bool,
+) -> Child:
+    """Start a child with `start`, confined and bounded (`ffserve.ffmpeg.sandbox`), in
+    `workdir`. Whoever `start` gives the process to reaps it, however this ends."""
+    sandbox = confinement.sandbox
+    if sandbox is None:
+        process = await start(list(args), ())
+        # Unconfined: bounded from outside just after it starts (preexec_fn is unsafe
+        # with threads).
+        confinement.limits.apply(process.pid, confined=False)
+        return Child(process)
+    held = await hold(start, args, sandbox=sandbox, workdir=workdir, writable=writable)
+    return await held.release(confinement.limits)
+
+
+async def hold(
+    start: Start, args: Sequence[str], *, sandbox: Sandbox, workdir: Path, writable: bool
+) -> Held:
+    """Start bwrap building the sandbox for `args`; it holds its child before exec until
+    `Held.release`."""
+    pipes = SandboxPipes.open(sandbox.seccomp)
+    try:
+        command = sandbox.command(
+            args,
+            workdir=workdir,
+            writable=writable,
+            info_fd=pipes.info_write,
+            block_fd=pipes.block_read,
+            seccomp_fd=pipes.seccomp_read,
+        )
+        process = await start(command, pipes.child_ends)
+    except BaseException:
+        pipes.close()
+        raise
+    pipes.close_child_ends()
+    return Held(process, pipes)
+
+
+@attrs.define(eq=False)
+class Held:
+    """bwrap with a child it holds before exec (`--block-fd`): the sandbox is built, or
+    being built, and nothing of the tool has run yet. Released once, or abandoned."""
+
+    process: trio.Process
+    pipes: SandboxPipes
+
+    async def release(self, limits: ChildLimits) -> Child:
+        """Bound the held child (rlimits, niceness) and let it exec."""
+        process, pipes = self.process, self.pipes
+        try:
+            # bwrap reports its child on `info`; if it fails first, the pipe just closes.
+            pid = await read_child_pid(pipes.info_read)
+            pidfd = None if pid is None else _open_held_child(pid, process.pid)
+            if pid is None or pidfd is None:
+                # bwrap failed or died: closing `block` would let whatever it still holds
+                # exec unbounded, so it goes first.
+                if process.poll() is None:
+                    process.kill()
+                return Child(process, sandboxed=True, sandbox_failed=True)
+            try:
+                limits.apply(pid, confined=True)
+                os.write(pipes.block_write, b"x")
+            except BrokenPipeError:  # the child died setting the sandbox up
+                os.close(pidfd)
+                return Child(process, sandboxed=True, sandbox_failed=True)
+            except BaseException:
+                process.kill()  # before `block` closes: never let it exec unbounded
+                os.close(pidfd)  # nothing will wait on this
+                raise
+            return Child(process, sandboxed=True, pidfd=pidfd)
+        finally:
+            pipes.close()
+
+    async def abandon(self) -> None:
+        """Never released: bwrap is killed and reaped before `block` closes, so what it
+        holds has its death signal (`--die-with-parent`) before it could read end-of-file
+        there and exec. The caller shields this."""
+        if self.process.poll() is None:
+            self.process.kill()
+        await self.process.wait()
+        self.pipes.close()
+
+
+def _open_held_child(pid: int, bwrap_pid: int) -> int | None:
+    """A pidfd of the sandbox's first process, `pid` as bwrap reported it, once it is
+    certain that `pid` still names bwrap's child (held before exec, it cannot exit on its
+    own; bwrap may have died, and the pid been reused, in between). None if it is gone."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+    if _parent_of(pid) != bwrap_pid:
+        os.close(pidfd)
+        return None
+    return pidfd
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after it.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+
+
+@attrs.define
+class Child:
+    """A started child. `pidfd`: of its sandbox's first process (its PID namespace's init),
+    gone once every process of the sandbox has exited. `sandbox_failed`: bwrap gave up
+    before reporting the child."""
+
+    process: trio.Process
+    sandboxed: bool = False
+    pidfd: int | None = None
+    sandbox_failed: bool = False
+
+    async def sandbox_exited(self, grace: float) -> None:
+        """Wait (shielded, bounded) until every process of the sandbox has exited."""
+        if self.pidfd is None:
+            return
+        with trio.move_on_after(grace + SANDBOX_EXIT_S, shield=True):
+            await trio.lowlevel.wait_readable(self.pidfd)
+        os.close(self.pidfd)
+        self.pidfd = None
+
+    def never_ran(self, stderr: bytes) -> bool:
+        """Whether bwrap failed to set the sandbox up, so the tool never ran: a server
+        fault, not the input's. Its errors after reporting the child (a mount that fails)
+        exit 1 like FFmpeg's, but only bwrap starts a line with its name."""
+        if self.sandbox_failed:
+            return True
+        return self.sandboxed and self.process.returncode != 0 and stderr.startswith(BWRAP_SAYS)
+
+
+class SandboxFailed(JobError):
+    """bwrap could not start FFmpeg. Its own words go to the server's log, not the client."""
+
+    code = ErrorCode.INTERNAL_ERROR
+
+    def __init__(self, stderr: bytes) -> None:
+        super().__init__("the server could not start FFmpeg")
+        log.error(
+            "bubblewrap failed to start a child: %s", stderr.decode("utf-8", "replace")[-400:]
+        )
+
+
+async def read_child_pid(fd: int) -> int | None:
+    """The pid bwrap reports on its info pipe; None if it closes the pipe first."""
+    info = b""
+    # A dup: the stream closes its own fd, the caller keeps (and closes) `fd`.
+    async with trio.lowlevel.FdStream(os.dup(fd)) as stream:
+        while len(info) < 4096:
+            chunk = await stream.receive_some(4096)
+            if not chunk:
+                return None
+            info += chunk
+            pid = child_pid(info)
+            if pid is not None:
+                return pid
+    return None
