@@ -37,6 +37,8 @@ class ServerConfig:
     max_connections: int = attrs.field(default=4096, validator=in_range(1, 1_000_000))
     handshake_timeout_s: float = attrs.field(default=10.0, validator=in_range(0.1, 3600))
     drain_timeout_s: float = attrs.field(default=10.0, validator=in_range(0, 3600))
+    # A client that takes none of a write for this long is dropped, its jobs cancelled.
+    send_timeout_s: float = attrs.field(default=30.0, validator=in_range(0.1, 3600))
 
 
 @attrs.frozen

@@ -159,6 +159,9 @@ async def _steps(job: Job, ticket: Ticket, services: Services, outbox: Outbox) -
                 await _run(job, services, outbox, plan, workdir, warm)
             job.process(JobEvent.FFMPEG_EXITED)
             await trio.lowlevel.checkpoint_if_cancelled()  # a cancel meanwhile
+            # Outside the slot: a client that stops reading holds up its own job only
+            # (and only until its connection's send timeout drops it).
+            await outbox.send(Progress(job.job_id, 100.0, plan.stage))
             outputs = await verify_outputs(services.prober, plan.outputs, config.max_output_bytes)
             job.process(JobEvent.VERIFIED)
             return await deliver(
@@ -233,7 +236,6 @@ async def _run(
     except ProcessFailed as exc:
         scrub = [str(workdir), str(services.workspace)]
         raise ffmpeg_failure(exc, services.confinement.limits, scrub) from None
-    await outbox.send(Progress(job.job_id, 100.0, plan.stage))
 
 
 def ffmpeg_failure(exc: ProcessFailed, limits: ChildLimits, scrub: list[str]) -> JobError:

@@ -287,7 +287,7 @@ async def serve_connection(
         if metrics.connections > config.server.max_connections:
             await request.reject(503, body=b"too many connections")
             return
-        ws = await request.accept()
+        ws = await request.accept(send_timeout=config.server.send_timeout_s)
         outbox, outgoing = Outbox.open(config.server.outbound_queue)
         async with trio.open_nursery() as nursery:
             connection = Connection(services, outbox, nursery)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import BinaryIO
 
@@ -63,9 +64,19 @@ class ConnectionClosed(Exception):
 class WebSocket:
     """The server end of one open WebSocket connection."""
 
-    def __init__(self, stream: trio.abc.Stream, receive_size: int, initial: bytes = b"") -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        receive_size: int,
+        initial: bytes = b"",
+        *,
+        send_timeout: float = math.inf,
+    ) -> None:
         self._stream = stream
         self._receive_size = receive_size
+        # A client that takes nothing of a write for this long is dropped: its sends
+        # must not hold the jobs (and their worker slots) that wait behind them.
+        self._send_timeout = send_timeout
         self._decoder = FrameDecoder()
         self._decoder.feed(initial)
         self._send_lock = trio.StrictFIFOLock()
@@ -111,7 +122,7 @@ class WebSocket:
         async with self._send_lock:
             self._check_open()
             try:
-                await self._stream.send_all(frame_header(BINARY, len(prefix) + size) + prefix)
+                await self._send_all(frame_header(BINARY, len(prefix) + size) + prefix)
                 left = size
                 while left:
                     try:
@@ -125,7 +136,7 @@ class WebSocket:
                         log.error("could not read the %d bytes left of a v1 output", left)
                         await self._stream.aclose()
                         raise self._lost()
-                    await self._stream.send_all(piece)
+                    await self._send_all(piece)
                     left -= len(piece)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 raise self._lost() from None
@@ -143,6 +154,16 @@ class WebSocket:
         if not data:
             self._lost()
         self._decoder.feed(data)
+
+    async def _send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Errors: ConnectionClosed when the client has not taken it within the send
+        timeout (the stream is then aborted: a frame may be half on the wire)."""
+        with trio.move_on_after(self._send_timeout) as late:
+            await self._stream.send_all(data)
+        if late.cancelled_caught:
+            await trio.aclose_forcefully(self._stream)
+            self._closed = self._closed or (ABNORMAL, "client stopped reading")
+            raise self._lost()
 
     async def _send_close(self, code: int, reason: str) -> None:
         if self._close_sent:
@@ -167,10 +188,10 @@ class WebSocket:
             header = frame_header(opcode, len(payload))
             try:
                 if len(payload) < _JOIN_BELOW:
-                    await self._stream.send_all(header + payload)
+                    await self._send_all(header + payload)
                 else:
-                    await self._stream.send_all(header)
-                    await self._stream.send_all(payload)
+                    await self._send_all(header)
+                    await self._send_all(payload)
                 if opcode == CLOSE:  # under the lock, so no frame can follow it out
                     self._close_sent = True
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -186,13 +207,15 @@ class WebSocketRequest:
     request: UpgradeRequest
     _receive_size: int
 
-    async def accept(self) -> WebSocket:
+    async def accept(self, *, send_timeout: float = math.inf) -> WebSocket:
         """Errors: ConnectionClosed if the client has gone."""
         try:
             await self._stream.send_all(self._handshake.accept())
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise ConnectionClosed(ABNORMAL, "connection lost") from None
-        return WebSocket(self._stream, self._receive_size, self._handshake.trailing)
+        return WebSocket(
+            self._stream, self._receive_size, self._handshake.trailing, send_timeout=send_timeout
+        )
 
     async def reject(self, status: int, body: bytes = b"") -> None:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):

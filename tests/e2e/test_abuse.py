@@ -1,0 +1,109 @@
+"""Issue 11's findings, each reproduced against a real server: no client can hold what the
+others need (worker slots, connections, memory, the event loop) past a configured bound.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from ffserve.service.server import Endpoints
+from tests.conftest import Media, StartServer
+from tests.helpers import connect, ffmpeg, job_dirs, upgrade_request
+from tests.jobs.test_lifecycle import THUMB, settle
+from tests.wire.test_websocket import Raw, masked
+
+TEXT, BINARY = 0x1, 0x2
+
+
+@pytest.fixture(scope="module")
+def long_tone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two minutes of tone as FLAC (small); as WAV it is ~10 MB, more than the socket
+    buffers between a server and a client that has stopped reading."""
+    path = tmp_path_factory.mktemp("tone") / "tone.flac"
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=120", "-ac", "1", str(path))
+    return path
+
+
+async def open_stalling(server: Endpoints) -> Raw:
+    """A raw client with a tiny receive buffer, which will never read past the 101."""
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", server.port))
+    raw = Raw(trio.SocketStream(sock))
+    await raw.stream.send_all(upgrade_request(server.port))
+    while b"\r\n\r\n" not in raw.buffer:
+        await raw.fill(len(raw.buffer) + 1)
+    return raw
+
+
+async def send_job(
+    raw: Raw, job_id: str, operation: str, options: dict[str, Any], path: Path
+) -> None:
+    start = {
+        "type": "start_job",
+        "job_id": job_id,
+        "operation": operation,
+        "input": {"source": "upload"},
+        "options": options,
+    }
+    header = json.dumps({"job_id": job_id, "filename": path.name}).encode()
+    data = await trio.Path(path).read_bytes()
+    upload = len(header).to_bytes(4, "big") + header + data
+    await raw.stream.send_all(masked(TEXT, json.dumps(start).encode()) + masked(BINARY, upload))
+
+
+async def stall_with_outputs(
+    nursery: trio.Nursery, server: Endpoints, media: Media, long_tone: Path
+) -> Raw:
+    """A client whose results back up: a 10 MB WAV it never reads, then 40 thumbnails,
+    whose messages fill its outbound queue (32) behind the WAV. Its sends go on in the
+    background: the server stops reading it too, once its queue is full."""
+    raw = await open_stalling(server)
+
+    async def send_all() -> None:
+        await send_job(raw, "wav", "extract_audio", {"format": "wav"}, long_tone)
+        for i in range(40):
+            await send_job(raw, f"t{i}", "thumbnail", THUMB, media.clip)
+
+    nursery.start_soon(send_all)
+    return raw
+
+
+async def test_a_client_that_stops_reading_does_not_hold_the_worker_slot(
+    nursery: trio.Nursery, start_server: StartServer, media: Media, long_tone: Path
+) -> None:
+    """Its jobs' sends wait outside the slot: another client's job runs meanwhile, even
+    with a send timeout far longer than the test (found: slots held for over 105 s)."""
+    server = await start_server(jobs={"max_concurrent": 1}, server={"send_timeout_s": 600})
+    with trio.fail_after(60):
+        raw = await stall_with_outputs(nursery, server, media, long_tone)
+        await trio.sleep(2)  # its results back up; one of its jobs is in the slot
+        async with connect(server.url) as client:
+            await client.start("victim", "thumbnail", THUMB)
+            await client.upload("victim", media.clip)
+            result = await client.collect("victim")
+        assert result.final["type"] == "completed", result.final
+        await raw.stream.aclose()
+
+
+async def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(
+    nursery: trio.Nursery, start_server: StartServer, media: Media, long_tone: Path, workdir: Path
+) -> None:
+    """Its connection is closed and its jobs cancelled once a write has waited
+    `send_timeout_s`: nothing of it is left (connections, queue places, files)."""
+    server = await start_server(server={"send_timeout_s": 1.0})
+    with trio.fail_after(60):
+        raw = await stall_with_outputs(nursery, server, media, long_tone)
+        await settle(server, connections=1)
+        started = trio.current_time()
+        await settle(server, connections=0, queued=0, running=0)
+        assert trio.current_time() - started < 30
+        while job_dirs(workdir):  # noqa: ASYNC110 (no event for "a dir was removed")
+            await trio.sleep(0.05)
+        await raw.stream.aclose()
