@@ -54,14 +54,14 @@ class Admission:
                     code=ErrorCode.TOO_LARGE,
                 )
         total = sum(upload_sizes)
-        if upload_sizes:  # announced (chunked) uploads: v1 sizes are not known yet
-            available = self.available()
-            if total > available:
-                raise AdmissionError(
-                    f"not enough temporary disk space for {total} bytes of upload right now",
-                    code=ErrorCode.TOO_LARGE,
-                    details={"available_bytes": max(available, 0)},
-                )
+        # Announced (chunked) uploads only: v1 sizes are not known yet. The refusal names
+        # only what was asked for: the disk's free space is the operator's business, and
+        # would tell a client what other clients' jobs are storing.
+        if upload_sizes and total > self.available():
+            raise AdmissionError(
+                f"not enough temporary disk space for {total} bytes of upload right now",
+                code=ErrorCode.TOO_LARGE,
+            )
         if self.draining:
             raise AdmissionError("server is shutting down", code=ErrorCode.SHUTTING_DOWN)
         if share.admitted >= share.limit:

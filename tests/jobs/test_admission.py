@@ -87,3 +87,28 @@ def test_disk_admission_counts_what_others_announced(tmp_path: Path) -> None:
         assert refusal(admission, share, [announced]) == ErrorCode.TOO_LARGE
     with admission.admit(share, [announced]):  # given back: it fits again
         pass
+
+
+def test_a_disk_refusal_does_not_tell_the_free_space(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """How much the server's disk has free is the operator's business: a TOO_LARGE
+    refusal says only that the asked-for bytes do not fit now, in no unit or field."""
+    free = 700 * MIB + 12345
+
+    def disk_usage(path: object) -> object:
+        return type("usage", (), {"total": 10 * free, "used": 9 * free, "free": free})()
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    admission = admission_for(tmp_path, storage={"reserve_mb": 100})
+    asked = 650 * MIB
+    with pytest.raises(AdmissionError) as refused:
+        admission.admit(ConnectionShare(limit=1), [asked])
+    error = refused.value
+    assert error.code == ErrorCode.TOO_LARGE
+    assert str(asked) in error.message  # what the client asked for is fine to repeat
+    assert error.details is None
+    available = free - 100 * MIB
+    told = error.message + repr(error.details)
+    for amount in (free, available, available // MIB, free // MIB, available // 1024):
+        assert str(amount) not in told
