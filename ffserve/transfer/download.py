@@ -81,7 +81,7 @@ async def _open(
     client: httpx.AsyncClient, target: httpx.URL, policy: FetchPolicy
 ) -> httpx.Response:
     """Resolve, check, then GET from the checked addresses in turn until one connects."""
-    addresses = await resolve_in_time(client, target, policy.allow_private, _failed)
+    addresses = await resolve_in_time(client, target, policy.allow_private)
     get = {"Accept-Encoding": "identity"}
     return await send_pinned(client, "GET", target, addresses, headers=get)
 

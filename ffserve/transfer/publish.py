@@ -40,11 +40,11 @@ async def put_file(
 ) -> str:
     """Upload `path` to `url` with PUT; returns the URL without its query.
 
-    Errors: JobError(URL_FORBIDDEN) for a URL or address that is not allowed;
-    JobError(URL_UPLOAD_FAILED) for DNS, connect, timeout or a non-2xx answer.
+    Errors: JobError(URL_FORBIDDEN) for a URL or host that is not allowed or does not
+    resolve; JobError(URL_UPLOAD_FAILED) for connect, timeout or a non-2xx answer.
     """
     target = check_url(url, what="output.url")
-    addresses = await resolve_in_time(client, target, allow_private, _failed)
+    addresses = await resolve_in_time(client, target, allow_private)
     size = (await trio.Path(path).stat()).st_size
     headers = {"Content-Length": str(size), "Content-Type": content_type}
     try:

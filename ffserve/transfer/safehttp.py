@@ -63,9 +63,11 @@ def _forbidden(message: str) -> JobError:
     return JobError(message, code=ErrorCode.URL_FORBIDDEN)
 
 
-def _failed(message: str) -> JobError:
-    """A lookup failure from `resolve`; `resolve_in_time` gives it the caller's code."""
-    return JobError(message, code=ErrorCode.URL_FETCH_FAILED)
+def _unreachable(host: str) -> JobError:
+    """The one answer for a host that is refused, does not resolve, has no address, or
+    whose lookup timed out: different answers would let a client map which internal
+    names exist (a private address) and which do not (no address)."""
+    return _forbidden(f"host {host[:100]!r} is not allowed or cannot be reached")
 
 
 def is_public(address: IPAddress) -> bool:
@@ -110,47 +112,38 @@ async def resolve(url: httpx.URL, *, allow_private: bool) -> list[IPAddress]:
     One non-public address refuses the host: otherwise a name answering with both a
     public and a private address would let the connection pick the private one.
 
-    Errors: JobError(URL_FORBIDDEN | URL_FETCH_FAILED).
+    Errors: JobError(URL_FORBIDDEN), the same for a name that does not resolve as for
+    one that resolves to a refused address (see `_unreachable`).
     """
     host = url.raw_host  # IDNA-encoded bytes; an IPv6 literal without brackets
-    shown = host.decode("ascii", "replace")[:100]
+    shown = host.decode("ascii", "replace")
     port = url.port or DEFAULT_PORTS[url.scheme]
     try:
         infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
     except (OSError, UnicodeError):
-        raise _failed(f"cannot resolve host {shown!r}") from None
+        raise _unreachable(shown) from None
     addresses: list[IPAddress] = []
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
         if address not in addresses:
             addresses.append(address)
     if not addresses:
-        raise _failed(f"host {shown!r} has no address")
+        raise _unreachable(shown)
     if not allow_private and not all(is_public(address) for address in addresses):
-        raise _forbidden(f"host {shown!r} resolves to a non-public address")
+        raise _unreachable(shown)
     return addresses
 
 
 async def resolve_in_time(
-    client: httpx.AsyncClient,
-    target: httpx.URL,
-    allow_private: bool,
-    failed: Callable[[str], JobError],
+    client: httpx.AsyncClient, target: httpx.URL, allow_private: bool
 ) -> list[IPAddress]:
-    """`resolve`, bounded by the client's connect timeout; lookup failures are `failed(...)`.
+    """`resolve`, bounded by the client's connect timeout.
 
-    Errors: JobError(URL_FORBIDDEN), or what `failed` makes (the caller's code).
+    Errors: JobError(URL_FORBIDDEN), a lookup that timed out included (`_unreachable`).
     """
-    try:
-        with trio.move_on_after(client.timeout.connect or math.inf) as resolving:
-            addresses = await resolve(target, allow_private=allow_private)
-    except JobError as exc:
-        if exc.code == ErrorCode.URL_FETCH_FAILED:
-            raise failed(exc.message) from None
-        raise
-    if resolving.cancelled_caught:
-        raise failed(f"resolving host {target.host[:100]!r} timed out")
-    return addresses
+    with trio.move_on_after(client.timeout.connect or math.inf):
+        return await resolve(target, allow_private=allow_private)
+    raise _unreachable(target.raw_host.decode("ascii", "replace"))
 
 
 def pinned_request(

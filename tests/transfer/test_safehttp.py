@@ -164,8 +164,28 @@ async def test_resolve_unknown_or_empty_name_fails(dns: FakeDNS) -> None:
         for host in ("nowhere.test", "empty.test"):
             with pytest.raises(JobError) as caught:
                 await resolve(httpx.URL(f"http://{host}/"), allow_private=True)
-            assert caught.value.code == ErrorCode.URL_FETCH_FAILED
+            assert caught.value.code == ErrorCode.URL_FORBIDDEN
             assert host in caught.value.message
+
+
+async def test_a_refused_name_and_a_missing_one_get_the_same_answer(
+    dns: FakeDNS, autojump_clock: trio.abc.Clock
+) -> None:
+    """Otherwise a client could map which internal names exist: one that resolves to a
+    private address would answer differently from one that does not resolve at all."""
+    url = httpx.URL("http://probe.test/")
+    answers: list[tuple[str, str]] = []
+    async with client() as http:
+        for answer in (["10.0.0.5"], ["::1"], None, [], "hang"):
+            dns.answers.pop("probe.test", None)
+            dns.hang = answer == "hang"
+            if isinstance(answer, list):
+                dns.answers["probe.test"] = answer
+            with trio.fail_after(60), pytest.raises(JobError) as caught:
+                await safehttp.resolve_in_time(http, url, allow_private=False)
+            answers.append((caught.value.code, caught.value.message))
+    assert answers == [answers[0]] * 5, answers
+    assert answers[0][0] == ErrorCode.URL_FORBIDDEN
 
 
 async def test_resolve_asks_for_the_idna_name(dns: FakeDNS) -> None:
