@@ -18,6 +18,12 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, Iterabl
 from ffserve.errors import ValidationError
 
 T = TypeVar("T")
+# An error names this many problems and counts the rest, and clips each name and text it
+# echoes: a 1 MiB frame of unknown keys (or one key a megabyte long) must not come back
+# as an even bigger reply.
+MAX_PROBLEMS_SHOWN = 3
+MAX_NAME_SHOWN = 64
+MAX_TEXT_SHOWN = 200
 
 converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
 
@@ -113,8 +119,9 @@ def one_of(*choices: str) -> Callable[..., None]:
 def structure(data: Any, cls: type[T], path: str = "$") -> T:
     """Structure `data` into `cls` or raise `ValidationError` naming the bad field.
 
-    Errors: ValidationError whose message lists each problem as `what @ $.json.path`
-    (cattrs' `transform_error` style) and whose `field` is the first bad path.
+    Errors: ValidationError whose message lists the first few problems as
+    `what @ $.json.path` (cattrs' `transform_error` style) and counts the others, and
+    whose `field` is the first bad path.
     """
     try:
         return converter.structure(data, cls)
@@ -126,8 +133,15 @@ def structure(data: Any, cls: type[T], path: str = "$") -> T:
         AttributeError,
     ) as exc:
         problems = list(_problems(exc, path))
-        message = "; ".join(f"{text} @ {where}" for where, text in problems)
+        shown = problems[:MAX_PROBLEMS_SHOWN]
+        message = "; ".join(f"{_clip(text, MAX_TEXT_SHOWN)} @ {where}" for where, text in shown)
+        if len(problems) > len(shown):
+            message += f"; and {len(problems) - len(shown)} more"
         raise ValidationError(message, field=problems[0][0]) from None
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _problems(exc: BaseException, path: str) -> Iterator[tuple[str, str]]:
@@ -151,7 +165,7 @@ def _problems(exc: BaseException, path: str) -> Iterator[tuple[str, str]]:
         yield f"{path}.{exc.name}", exc.message
     elif isinstance(exc, ForbiddenExtraKeysError):
         for name in sorted(exc.extra_fields):
-            yield f"{path}.{name}", "unknown field"
+            yield f"{path}.{_clip(name, MAX_NAME_SHOWN)}", "unknown field"
     elif isinstance(exc, KeyError):
         yield path, "required field missing"
     elif isinstance(exc, AttributeError):

@@ -98,6 +98,37 @@ def test_invalid_start_job_names_the_field(fields: dict[str, object], field: str
     assert field in info.value.message
 
 
+def error_reply(error: FFserveError) -> str:
+    """The error frame as the connection sends it."""
+    return encode(Error(error.code, error.message, "j", error.details))
+
+
+@pytest.mark.parametrize("where", ["message", "options"])
+def test_an_error_names_only_a_few_unknown_fields(where: str) -> None:
+    """A frame of many unknown keys must not come back bigger than a small reply: the
+    first few are named, the rest counted."""
+    unknown = {f"unknown_key_{n:05d}": n for n in range(10_000)}
+    with pytest.raises(ValidationError) as info:
+        if where == "message":
+            decode_client_message(start(**unknown))
+        else:
+            parse_options("speed", {"speed_factor": 2, **unknown})
+    reply = error_reply(info.value)
+    assert len(reply.encode()) < 1024, len(reply)
+    prefix = "$." if where == "message" else "$.options."
+    assert info.value.field == f"{prefix}unknown_key_00000"
+    assert reply.count("unknown_key_") <= 4  # three in the message, one in details.field
+    assert "and 9997 more" in info.value.message
+
+
+def test_an_error_clips_a_long_unknown_field_name() -> None:
+    with pytest.raises(ValidationError) as info:
+        decode_client_message(start(**{"k" * 100_000: 1, "x" * 70_000: 2}))
+    reply = error_reply(info.value)
+    assert len(reply.encode()) < 1024, len(reply)
+    assert info.value.field is not None and info.value.field.startswith("$." + "k" * 64)
+
+
 def test_missing_field_is_named() -> None:
     with pytest.raises(ValidationError) as info:
         decode_client_message(
