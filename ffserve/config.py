@@ -1,14 +1,17 @@
 """Service configuration: `config.toml` into frozen attrs classes, then environment overrides.
 
 Every key `key` of section `[section]` can be overridden by `FFSERVE_<SECTION>_<KEY>`
-(upper case), e.g. `FFSERVE_SERVER_PORT=9000`. Unknown keys, in the file or in the
+(upper case), e.g. `FFSERVE_SERVER_PORT=9000`; a list takes a JSON array or a
+comma-separated list (`FFSERVE_SECURITY_URL_PORTS=80,443`). Unknown keys, in the file or in the
 environment, are errors: a typo must not silently fall back to a default.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -97,6 +100,11 @@ class SecurityConfig:
     url_connect_timeout_s: float = attrs.field(default=10.0, validator=in_range(0.1, 600))
     url_read_timeout_s: float = attrs.field(default=30.0, validator=in_range(0.1, 3600))
     url_max_redirects: int = attrs.field(default=5, validator=in_range(0, 20))
+    # Ports a client-named URL (input, output, each redirect hop) may use; empty: any.
+    # Without it an output URL could PUT to any service on a public host (an open relay).
+    url_ports: tuple[int, ...] = attrs.field(
+        default=(80, 443), validator=attrs.validators.deep_iterable(in_range(1, 65535))
+    )
 
 
 @attrs.frozen
@@ -199,6 +207,8 @@ def _env_override(name: str, raw: str) -> tuple[str, str, Any]:
 
 
 def _parse_env_value(name: str, raw: str, kind: Any) -> Any:
+    if typing.get_origin(kind) in (list, tuple):
+        return _parse_env_list(name, raw, typing.get_args(kind)[0])
     try:
         if kind is bool:
             lowered = raw.strip().lower()
@@ -214,3 +224,19 @@ def _parse_env_value(name: str, raw: str, kind: Any) -> Any:
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
     return raw
+
+
+def _parse_env_list(name: str, raw: str, item: Any) -> list[Any]:
+    """`[80, 443]` (a JSON array, its items checked when structured) or `80,443`; a
+    blank value is the empty list."""
+    text = raw.strip()
+    if not text.startswith("["):
+        parts = (part.strip() for part in text.split(","))
+        return [_parse_env_value(name, part, item) for part in parts if part]
+    try:
+        values = json.loads(text)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a valid JSON array") from None
+    if not isinstance(values, list):
+        raise ConfigError(f"{name}={raw!r} is not a valid JSON array")
+    return values

@@ -50,6 +50,29 @@ def test_env_overrides_every_kind_of_value(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("toml", "raw", "ports"),
+    [
+        ("", None, (80, 443)),
+        ("[security]\nurl_ports = [8443]\n", None, (8443,)),
+        ("[security]\nurl_ports = []\n", None, ()),
+        ("[security]\nurl_ports = [8443]\n", "[80, 9000]", (80, 9000)),
+        ("", "443", (443,)),
+        ("", " 80, 8080 ,", (80, 8080)),
+        ("", "[]", ()),
+        ("", "", ()),
+    ],
+)
+def test_url_ports_from_the_file_or_the_environment(
+    tmp_path: Path, toml: str, raw: str | None, ports: tuple[int, ...]
+) -> None:
+    """A list-valued key takes a JSON array or a comma-separated list in its variable."""
+    path = tmp_path / "config.toml"
+    path.write_text(toml)
+    env = {} if raw is None else {"FFSERVE_SECURITY_URL_PORTS": raw}
+    assert Config.load(path, env=env).security.url_ports == ports
+
+
+@pytest.mark.parametrize(
     ("toml", "env", "needle"),
     [
         ("[server]\nprot = 1\n", {}, "server.prot"),
@@ -65,6 +88,13 @@ def test_env_overrides_every_kind_of_value(tmp_path: Path) -> None:
             {"FFSERVE_SECURITY_ALLOW_PRIVATE_URLS": "maybe"},
             "FFSERVE_SECURITY_ALLOW_PRIVATE_URLS",
         ),
+        ("[security]\nurl_ports = [0]\n", {}, "security.url_ports"),
+        ("[security]\nurl_ports = 80\n", {}, "security.url_ports"),
+        ("[security]\nurl_ports = ['80']\n", {}, "security.url_ports"),
+        ("", {"FFSERVE_SECURITY_URL_PORTS": "80,http"}, "FFSERVE_SECURITY_URL_PORTS"),
+        ("", {"FFSERVE_SECURITY_URL_PORTS": "[80,"}, "FFSERVE_SECURITY_URL_PORTS"),
+        ("", {"FFSERVE_SECURITY_URL_PORTS": "[70000]"}, "security.url_ports"),
+        ("", {"FFSERVE_SECURITY_URL_PORTS": '["80"]'}, "security.url_ports"),
     ],
 )
 def test_bad_config_names_the_key(
