@@ -91,7 +91,7 @@ class Connection:
                     code=ErrorCode.DUPLICATE_JOB,
                 )
             options = parse_options(message.operation, message.options)
-            _check_targets(message, options)
+            _check_targets(message, options, self.services.config.security.url_ports)
             job = Job(
                 job_id,
                 message.operation,
@@ -237,17 +237,20 @@ class IncomingBinary:
     dropping: bool = False
 
 
-def _check_targets(message: StartJob, options: Options) -> None:
-    """The URLs and delivery a start_job names. Errors: ValidationError, JobError(URL_*)."""
+def _check_targets(message: StartJob, options: Options, ports: tuple[int, ...]) -> None:
+    """The URLs (on `ports`, `[security] url_ports`) and delivery a start_job names.
+
+    Errors: ValidationError, JobError(URL_*).
+    """
     if isinstance(message.input, UrlInput):
-        check_url(message.input.url)
+        check_url(message.input.url, ports=ports)
     if message.operation in METADATA_ONLY and (message.output or message.delivery):
         raise ValidationError(
             f"{message.operation} sends no file: output and delivery do not apply",
             field="$.output" if message.output else "$.delivery",
         )
     if message.output is not None:
-        check_url(message.output.url, what="output.url")
+        check_url(message.output.url, ports=ports, what="output.url")
         if isinstance(options, ThumbnailOptions) and (options.count or 1) > 1:
             raise ValidationError(
                 "an output URL takes one file; thumbnail count > 1 makes several",

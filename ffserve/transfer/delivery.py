@@ -135,6 +135,7 @@ async def _publish(
             output.path,
             CONTENT_TYPES.get(output.container, "application/octet-stream"),
             allow_private=config.security.allow_private_urls,
+            ports=config.security.url_ports,
         )
     raise JobError(
         f"uploading to the output URL took longer than {config.jobs.timeout_s:g} s",

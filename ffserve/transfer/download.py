@@ -26,6 +26,7 @@ class FetchPolicy:
     allow_private: bool
     max_bytes: int
     max_redirects: int
+    ports: tuple[int, ...]  # `[security] url_ports`, for the URL and every redirect hop
 
 
 def _forbidden(message: str) -> JobError:
@@ -52,14 +53,14 @@ async def fetch_to_file(
 
     Errors: JobError(URL_FORBIDDEN | URL_FETCH_FAILED | TOO_LARGE).
     """
-    target = check_url(url)
+    target = check_url(url, ports=policy.ports)
     try:
         for _hop in range(policy.max_redirects + 1):
             response = await _open(client, target, policy)
             try:
                 location = response.headers.get("location")
                 if response.status_code in REDIRECTS and location is not None:
-                    target = _next_hop(target, location)
+                    target = _next_hop(target, location, policy.ports)
                     continue
                 if response.status_code != 200:
                     raise _failed(f"fetching the input URL returned HTTP {response.status_code}")
@@ -86,13 +87,14 @@ async def _open(
     return await send_pinned(client, "GET", target, addresses, headers=get)
 
 
-def _next_hop(target: httpx.URL, location: str) -> httpx.URL:
-    """Errors: JobError(URL_FORBIDDEN) for a Location that is not an http(s) URL."""
+def _next_hop(target: httpx.URL, location: str, ports: tuple[int, ...]) -> httpx.URL:
+    """Errors: JobError(URL_FORBIDDEN) for a Location that is not an http(s) URL on one
+    of `ports`."""
     try:
         joined = str(target.join(location))
     except (httpx.InvalidURL, TypeError, ValueError):
         raise _forbidden("the input URL redirects to an invalid URL") from None
-    return check_url(joined, what="the redirect target")
+    return check_url(joined, ports=ports, what="the redirect target")
 
 
 async def _save(

@@ -55,6 +55,7 @@ async def receive_input(
             config.security.allow_private_urls,
             config.max_upload_bytes,
             config.security.url_max_redirects,
+            config.security.url_ports,
         )
         await fetch_to_file(http, source.url, path, policy, disk.check_room)
         paths.append((path, httpx.URL(source.url).path.rsplit("/", 1)[-1]))

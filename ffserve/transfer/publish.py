@@ -36,14 +36,21 @@ async def _body(path: Path) -> AsyncIterator[bytes]:
 
 
 async def put_file(
-    client: httpx.AsyncClient, url: str, path: Path, content_type: str, *, allow_private: bool
+    client: httpx.AsyncClient,
+    url: str,
+    path: Path,
+    content_type: str,
+    *,
+    allow_private: bool,
+    ports: tuple[int, ...],
 ) -> str:
     """Upload `path` to `url` with PUT; returns the URL without its query.
 
-    Errors: JobError(URL_FORBIDDEN) for a URL or host that is not allowed or does not
-    resolve; JobError(URL_UPLOAD_FAILED) for connect, timeout or a non-2xx answer.
+    Errors: JobError(URL_FORBIDDEN) for a URL, port or host that is not allowed, or a
+    host that does not resolve; JobError(URL_UPLOAD_FAILED) for connect, timeout or a
+    non-2xx answer.
     """
-    target = check_url(url, what="output.url")
+    target = check_url(url, ports=ports, what="output.url")
     addresses = await resolve_in_time(client, target, allow_private)
     size = (await trio.Path(path).stat()).st_size
     headers = {"Content-Length": str(size), "Content-Type": content_type}

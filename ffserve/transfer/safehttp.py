@@ -19,7 +19,7 @@ from __future__ import annotations
 import http.cookiejar
 import ipaddress
 import math
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 
 import httpx
 import trio
@@ -93,8 +93,12 @@ def is_public(address: IPAddress) -> bool:
     return address.is_global and not (address.is_multicast or address.is_reserved)
 
 
-def check_url(url: str, *, what: str = "input.url") -> httpx.URL:
-    """Errors: JobError(URL_FORBIDDEN) for anything but an absolute http(s) URL with a host."""
+def check_url(url: str, *, ports: Collection[int], what: str = "input.url") -> httpx.URL:
+    """`url` parsed, if it is an absolute http(s) URL with a host on one of `ports`
+    (`[security] url_ports`; empty allows any port).
+
+    Errors: JobError(URL_FORBIDDEN) for anything else.
+    """
     if len(url) > MAX_URL_LENGTH:
         raise _forbidden(f"{what} is longer than {MAX_URL_LENGTH} characters")
     try:
@@ -103,6 +107,10 @@ def check_url(url: str, *, what: str = "input.url") -> httpx.URL:
         raise _forbidden(f"{what} is not a valid URL") from None
     if parsed.scheme not in DEFAULT_PORTS or not parsed.host:
         raise _forbidden(f"{what} must be an http:// or https:// URL with a host")
+    port = parsed.port or DEFAULT_PORTS[parsed.scheme]
+    if ports and port not in ports:
+        allowed = ", ".join(str(p) for p in sorted(ports))
+        raise _forbidden(f"{what} names port {port}; URLs may use only port(s) {allowed}")
     return parsed
 
 

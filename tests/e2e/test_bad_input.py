@@ -278,7 +278,7 @@ async def test_upload_for_url_job_is_refused(
     start_server: StartServer, media: Media, workdir: Path
 ) -> None:
     """Binary for a job whose input is a URL: INVALID_BINARY naming the job."""
-    server = await start_server(security={"allow_private_urls": True})
+    server = await start_server(security={"allow_private_urls": True, "url_ports": [9]})
     with trio.fail_after(30):
         async with connect(server.url) as client:
             # A URL on a closed loopback port: the fetch fails fast; what matters is that

@@ -915,7 +915,7 @@ async def test_url_output_puts_the_result(
     start_server: StartServer, nursery: trio.Nursery, media: Media, tmp_path: Path, workdir: Path
 ) -> None:
     put = await start_put_server(nursery, tmp_path / "put.mkv")
-    server = await start_server(security={"allow_private_urls": True})
+    server = await start_server(security={"allow_private_urls": True, "url_ports": [put.port]})
     with trio.fail_after(30):
         transfer = await output_job(
             server, media, tmp_path, put.url("/bucket/out.mkv?X-Amz-Signature=secret")
@@ -942,7 +942,7 @@ async def test_url_output_ignores_the_response_body(
     """The answer to the PUT is judged by its status alone: a body (here endless) is
     neither read into memory nor waited for."""
     put = await start_put_server(nursery, tmp_path / "put.mkv", "endless")
-    server = await start_server(security={"allow_private_urls": True})
+    server = await start_server(security={"allow_private_urls": True, "url_ports": [put.port]})
     with trio.fail_after(30):
         transfer = await output_job(server, media, tmp_path, put.url("/out.mkv"))
     assert transfer.final["type"] == "completed", transfer.final
@@ -959,7 +959,8 @@ async def test_url_output_failures(
     mode: str,
 ) -> None:
     put = await start_put_server(nursery, tmp_path / "put.mkv", mode)
-    server = await start_server(security={"allow_private_urls": True, "url_read_timeout_s": 1.0})
+    security = {"allow_private_urls": True, "url_read_timeout_s": 1.0, "url_ports": [put.port]}
+    server = await start_server(security=security)
     with trio.fail_after(30):
         transfer = await output_job(server, media, tmp_path, put.url("/out.mkv"))
     assert transfer.final["code"] == "URL_UPLOAD_FAILED", transfer.final
@@ -970,12 +971,31 @@ async def test_url_output_failures(
 
 
 async def test_url_output_to_loopback_is_forbidden_by_default(
-    server: Endpoints, nursery: trio.Nursery, media: Media, tmp_path: Path
+    start_server: StartServer, nursery: trio.Nursery, media: Media, tmp_path: Path
 ) -> None:
     put = await start_put_server(nursery, tmp_path / "put.mkv")
+    # Its port allowed: the address rule is what refuses it.
+    server = await start_server(security={"url_ports": [put.port]})
     with trio.fail_after(30):
         transfer = await output_job(server, media, tmp_path, put.url("/out.mkv"))
     assert transfer.final["code"] == "URL_FORBIDDEN", transfer.final
+    assert put.requests == []
+
+
+async def test_url_output_to_another_port_is_forbidden(
+    start_server: StartServer, nursery: trio.Nursery, media: Media, tmp_path: Path
+) -> None:
+    """Only ports 80 and 443 by default, whatever the address rule allows: otherwise an
+    output URL could PUT the client's bytes to any service on any host (an open relay).
+    Refused at start_job, before any work."""
+    put = await start_put_server(nursery, tmp_path / "put.mkv")
+    server = await start_server(security={"allow_private_urls": True})
+    with trio.fail_after(30):
+        transfer = await output_job(server, media, tmp_path, put.url("/out.mkv"))
+    assert transfer.final["code"] == "URL_FORBIDDEN", transfer.final
+    assert transfer.final["job_id"] == "out"
+    assert f"port {put.port}" in transfer.final["message"]
+    assert "80, 443" in transfer.final["message"]
     assert put.requests == []
 
 

@@ -32,8 +32,9 @@ from tests.conftest import Media, StartServer
 from tests.helpers import connect, probe, streams
 from tests.transfer.conftest import PUBLIC_V4, PUBLIC_V6, FakeDNS, mock_client
 
-PRIVATE_OK = FetchPolicy(allow_private=True, max_bytes=1 << 20, max_redirects=5)
-PUBLIC_ONLY = FetchPolicy(allow_private=False, max_bytes=1 << 20, max_redirects=5)
+# Any port: loopback servers listen on random ones (the port rule has its own tests).
+PRIVATE_OK = FetchPolicy(allow_private=True, max_bytes=1 << 20, max_redirects=5, ports=())
+PUBLIC_ONLY = FetchPolicy(allow_private=False, max_bytes=1 << 20, max_redirects=5, ports=())
 BODY = bytes(range(256)) * 64  # 16 KiB, every byte value
 
 
@@ -467,6 +468,34 @@ async def test_redirect_limit(local: LocalServer, tmp_path: Path) -> None:
         assert len(local.seen) == 4
 
 
+async def test_a_url_or_redirect_to_another_port_is_refused(
+    local: LocalServer, tmp_path: Path
+) -> None:
+    """The port rule holds for the URL and for every hop: a redirect cannot take the
+    request to a port the client could not have named."""
+    other = unused_port()
+    local.routes["/ok"] = ok(BODY)
+    local.routes["/start"] = redirect(f"http://127.0.0.1:{other}/ok")
+    policy = attrs.evolve(PRIVATE_OK, ports=(local.port,))
+    with trio.fail_after(10):
+        async with client() as http:
+            await fetch_to_file(http, local.url("/ok"), tmp_path / "in", policy)
+        error = await fetch_error(local.url("/start"), tmp_path / "in", policy)
+        assert error.code == ErrorCode.URL_FORBIDDEN
+        assert f"port {other}" in error.message
+        error = await fetch_error(f"http://127.0.0.1:{other}/ok", tmp_path / "in", policy)
+        assert error.code == ErrorCode.URL_FORBIDDEN
+    assert [s.target for s in local.seen] == ["/ok", "/start"]
+
+
+def unused_port() -> int:
+    """A loopback port nobody listens on (nothing may reach it anyway)."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port: int = unused.getsockname()[1]
+    return port
+
+
 async def test_redirect_from_a_public_to_a_private_address_is_refused(
     local: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -585,7 +614,9 @@ async def test_url_job_end_to_end(
 ) -> None:
     source = await start_local(nursery)
     source.routes["/clip.mp4"] = ok(media.clip.read_bytes(), content_type="video/mp4")
-    endpoints = await start_server(security={"allow_private_urls": True})
+    endpoints = await start_server(
+        security={"allow_private_urls": True, "url_ports": [source.port]}
+    )
     with trio.fail_after(30):
         async with connect(endpoints.url) as ws:
             await ws.start(
@@ -603,7 +634,8 @@ async def test_url_job_to_loopback_is_forbidden_by_default(
     start_server: StartServer, local: LocalServer
 ) -> None:
     local.routes["/clip.mp4"] = ok(BODY)
-    endpoints = await start_server()
+    # Its port allowed: the address rule is what refuses it.
+    endpoints = await start_server(security={"url_ports": [local.port]})
     with trio.fail_after(30):
         async with connect(endpoints.url) as ws:
             for job_id, url in [("url-1", local.url("/clip.mp4")), ("url-2", "file:///etc/passwd")]:

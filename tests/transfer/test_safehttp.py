@@ -108,7 +108,7 @@ def test_non_public_addresses(address: str) -> None:
     ],
 )
 def test_check_url_accepts_http_urls(url: str) -> None:
-    assert check_url(url).scheme in ("http", "https")
+    assert check_url(url, ports=()).scheme in ("http", "https")  # (): any port
 
 
 @pytest.mark.parametrize(
@@ -132,8 +132,42 @@ def test_check_url_accepts_http_urls(url: str) -> None:
 )
 def test_check_url_refuses(url: str) -> None:
     with pytest.raises(JobError) as caught:
-        check_url(url)
+        check_url(url, ports=())
     assert caught.value.code == ErrorCode.URL_FORBIDDEN
+
+
+@pytest.mark.parametrize(
+    ("url", "ports"),
+    [
+        ("http://media.test/x", (80, 443)),
+        ("https://media.test/x", (80, 443)),
+        ("http://media.test:80/x", (80, 443)),
+        ("https://media.test:443/x", (443,)),
+        ("https://media.test:8443/x", (80, 8443)),
+        ("http://media.test:25/x", ()),
+    ],
+)
+def test_check_url_allows_the_configured_ports(url: str, ports: tuple[int, ...]) -> None:
+    assert check_url(url, ports=ports).host == "media.test"
+
+
+@pytest.mark.parametrize(
+    ("url", "ports", "port"),
+    [
+        ("http://media.test:8080/x", (80, 443), 8080),
+        ("https://media.test:25/x", (80, 443), 25),  # a PUT body to a mail server
+        (f"http://[{PUBLIC_V6}]:6379/x", (80, 443), 6379),
+        ("https://media.test/x", (80,), 443),  # the scheme's default port counts
+        ("http://media.test/x", (443, 8080), 80),
+    ],
+)
+def test_check_url_refuses_other_ports(url: str, ports: tuple[int, ...], port: int) -> None:
+    with pytest.raises(JobError) as caught:
+        check_url(url, ports=ports, what="output.url")
+    assert caught.value.code == ErrorCode.URL_FORBIDDEN
+    message = caught.value.message
+    assert message.startswith("output.url") and f"port {port}" in message
+    assert "only port(s)" in message
 
 
 # --- resolve ----------------------------------------------------------------------------
