@@ -67,11 +67,23 @@ async def serve_until_signalled(config: Config) -> None:
         nursery.cancel_scope.cancel()
 
 
+def configure_logging(level: str) -> None:
+    """The service's logging: `level` for ffserve, WARNING for httpx and httpcore.
+
+    httpx logs every request's full URL at INFO ("HTTP Request: PUT https://user:pw@host/
+    x?X-Amz-Signature=..."), secrets included; ffserve logs each request itself, redacted
+    (`ffserve.transfer.safehttp`). Held at WARNING even when `level` is DEBUG.
+    """
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level)
     try:
         config = load_config(args)
     except ConfigError as exc:

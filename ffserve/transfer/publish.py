@@ -15,18 +15,13 @@ import httpx
 import trio
 
 from ffserve.errors import ErrorCode, JobError
-from ffserve.transfer.safehttp import check_url, resolve_in_time, send_pinned
+from ffserve.transfer.safehttp import check_url, redact_url, resolve_in_time, send_pinned
 
 READ_BYTES = 1024 * 1024
 
 
 def _failed(message: str) -> JobError:
     return JobError(message, code=ErrorCode.URL_UPLOAD_FAILED)
-
-
-def public_location(url: httpx.URL) -> str:
-    """Where the output went, without the query (presigned URLs carry secrets there)."""
-    return str(url.copy_with(query=None, fragment=None, username=None, password=None))
 
 
 async def _body(path: Path) -> AsyncIterator[bytes]:
@@ -67,4 +62,4 @@ async def put_file(
         raise _failed(f"uploading to the output URL failed ({type(exc).__name__})") from None
     if not 200 <= response.status_code < 300:
         raise _failed(f"the output URL answered HTTP {response.status_code}")
-    return public_location(target)
+    return redact_url(target)  # where it went, without the secrets

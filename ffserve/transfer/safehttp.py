@@ -12,12 +12,17 @@ requests are built without the client's cookie jar, and each asks `Connection: c
 so that no pooled connection (keyed by the pinned IP, not the host name) is ever
 reused for a different host name on the same address, whose certificate was never
 checked. `open_http_client` builds a client whose jar also never stores cookies.
+
+A URL's userinfo and query are secrets (basic auth, presigned signatures such as
+X-Amz-Signature): every URL ffserve logs or echoes goes through `redact_url`, and each
+request is logged here, redacted, instead of by httpx (whose logger the service quietens).
 """
 
 from __future__ import annotations
 
 import http.cookiejar
 import ipaddress
+import logging
 import math
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 
@@ -25,6 +30,8 @@ import httpx
 import trio
 
 from ffserve.errors import ErrorCode, JobError
+
+log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Longer than any real signed media URL; short enough that nobody logs a megabyte.
@@ -57,6 +64,16 @@ def open_http_client(*, connect_timeout_s: float, read_timeout_s: float) -> http
         trust_env=False,
         cookies=http.cookiejar.CookieJar(policy=no_cookies),
     )
+
+
+def redact_url(url: str | httpx.URL) -> str:
+    """`url` as it may be logged or shown: scheme, host, port and path, without the
+    userinfo, query and fragment where credentials and presigned signatures travel."""
+    try:
+        parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
+        return str(parsed.copy_with(username=None, password=None, query=None, fragment=None))
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return "<invalid URL>"
 
 
 def _forbidden(message: str) -> JobError:
@@ -212,7 +229,14 @@ async def send_pinned(
     async def send(address: IPAddress) -> httpx.Response:
         content = content_factory() if content_factory is not None else None
         request = pinned_request(client, method, target, address, headers=headers, content=content)
-        return await client.send(request, stream=True)
+        shown = f"{method} {redact_url(target)} (at {address})"
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            log.info("%s failed: %s", shown, type(exc).__name__)
+            raise
+        log.info("%s: HTTP %d", shown, response.status_code)
+        return response
 
     *others, last = addresses
     for address in others:

@@ -170,6 +170,25 @@ def test_check_url_refuses_other_ports(url: str, ports: tuple[int, ...], port: i
     assert "only port(s)" in message
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "https://user:p%40ss@media.test:8443/a/clip.mp4?X-Amz-Signature=abc&e=1#frag",
+            "https://media.test:8443/a/clip.mp4",
+        ),
+        ("http://token@media.test/clip.mp4?sig=x", "http://media.test/clip.mp4"),
+        (f"http://[{PUBLIC_V6}]:8080/x?k=v", f"http://[{PUBLIC_V6}]:8080/x"),
+        ("https://media.test/plain.mp4", "https://media.test/plain.mp4"),
+        ("http://[::1/clip.mp4?sig=x", "<invalid URL>"),
+    ],
+)
+def test_redact_url_drops_userinfo_query_and_fragment(url: str, shown: str) -> None:
+    assert safehttp.redact_url(url) == shown
+    if shown != "<invalid URL>":
+        assert safehttp.redact_url(httpx.URL(url)) == shown
+
+
 # --- resolve ----------------------------------------------------------------------------
 
 
