@@ -86,6 +86,10 @@ class WebSocket:
     async def receive(self) -> TextPart | BinaryPart:
         """The next piece of a message. Errors: ConnectionClosed."""
         while True:
+            # One checkpoint per event: frames that carry nothing (empty fragments, pongs)
+            # decode with no I/O, and a buffer full of them must not hold the event loop.
+            # Here, before the decoder moves on, a cancellation loses no event.
+            await trio.lowlevel.checkpoint()
             if self._closed is not None:
                 raise ConnectionClosed(*self._closed)
             try:

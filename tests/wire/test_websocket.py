@@ -16,6 +16,7 @@ import trio
 import trio.testing
 
 from ffserve.service.server import Endpoints
+from ffserve.wire.frames import Event, FrameDecoder
 from ffserve.wire.websocket import ConnectionClosed, WebSocket
 from tests.conftest import Media, StartServer
 from tests.helpers import binary_frame, connect, probe, streams, upgrade_request
@@ -229,3 +230,45 @@ async def test_a_file_short_of_its_frame_length_ends_the_connection(tmp_path: Pa
         while data := await client_end.receive_some(65536):
             received += data
     assert received[:2] == b"\x82\x7e" and received.endswith(b"x" * 100)
+
+
+async def test_a_flood_of_empty_fragments_does_not_starve_other_connections(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Empty continuation frames decode to events with no I/O: a reader that yields only
+    when its buffer runs dry would serve a whole read of them (seconds, with big reads)
+    before any other client got a turn."""
+    decoded = 0
+    next_event = FrameDecoder.next_event
+
+    def counted(decoder: FrameDecoder) -> Event | None:
+        nonlocal decoded
+        decoded += 1
+        return next_event(decoder)
+
+    monkeypatch.setattr(FrameDecoder, "next_event", counted)
+    server = await start_server(server={"receive_buffer_kb": 4096})
+    empty = bytes([0x00, 0x80]) + bytes(4)  # FIN=0, continuation, masked, no payload
+    block = empty * ((1 << 20) // len(empty))  # big writes make big reads
+    backlog = trio.Event()  # set when more is sent than the server can read in one go
+
+    async def flood(raw: Raw) -> None:
+        await raw.stream.send_all(masked(0x1, b"", fin=False))
+        for sent in itertools.count(1):
+            await raw.stream.send_all(block)
+            if sent == 2:
+                backlog.set()
+
+    with trio.fail_after(30):
+        attacker = await open_raw(server)
+        async with connect(server.url) as victim, trio.open_nursery() as nursery:
+            nursery.start_soon(flood, attacker)
+            await backlog.wait()
+            before = decoded
+            for _ in range(5):
+                with trio.fail_after(0.5):  # unfair, one ping waited for seconds
+                    await victim.send({"type": "ping"})
+                    assert await victim.recv_json() == {"type": "pong"}
+                await trio.sleep(0.05)
+            assert decoded - before > 1000  # the flood was being read all along
+            nursery.cancel_scope.cancel()
