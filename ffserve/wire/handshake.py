@@ -18,7 +18,7 @@ import attrs
 import h11
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-MAX_REQUEST_BYTES = 16 * 1024
+MAX_REQUEST_BYTES = 16 * 1024  # the whole request: request line and headers
 # Headers a request may carry once (RFC 6455 11.3.1, 11.3.5).
 _SINGLE = frozenset({b"sec-websocket-key", b"sec-websocket-version"})
 
@@ -53,6 +53,8 @@ class Handshake:
     )
     _request: UpgradeRequest | None = None
     _complete: bool = False
+    _size: int = 0  # bytes given to h11, never past MAX_REQUEST_BYTES
+    _beyond: bytes = b""  # what came after them: frames, if the request ended in time
 
     def receive_data(self, data: bytes | bytearray) -> None:
         """Feed what the client sent (b"" at end of stream).
@@ -61,21 +63,29 @@ class Handshake:
         `response` is the HTTP error to send) or a connection closed before one."""
         if not data:
             raise HandshakeFailed("connection closed during the handshake")
-        self._h11.receive_data(bytes(data))
+        # h11 bounds only a request it has not seen the end of: one read holding a
+        # complete 64 KiB request would pass. So h11 gets no more than the cap.
+        room = MAX_REQUEST_BYTES - self._size
+        self._h11.receive_data(bytes(data[:room]))
+        self._size += min(len(data), room)
+        self._beyond = bytes(data[room:])
         while True:
             try:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
-                raise HandshakeFailed(f"bad HTTP request: {exc}", refusal(400)) from None
+                status = exc.error_status_hint
+                raise HandshakeFailed(f"bad HTTP request: {exc}", refusal(status)) from None
             if event is h11.PAUSED:  # the request is complete; h11 waits for our answer
                 self._complete = True
                 return
             if event is h11.NEED_DATA:
-                return
+                break
             if isinstance(event, h11.Request):
                 self._request = self._check(event)
             elif isinstance(event, h11.ConnectionClosed):
                 raise HandshakeFailed("connection closed during the handshake")
+        if self._size == MAX_REQUEST_BYTES:
+            raise HandshakeFailed("request over 16 KiB", refusal(431))
 
     def request(self) -> UpgradeRequest | None:
         """The upgrade request, once it has been read whole."""
@@ -83,7 +93,7 @@ class Handshake:
 
     @property
     def trailing(self) -> bytes:
-        return self._h11.trailing_data[0]
+        return self._h11.trailing_data[0] + self._beyond
 
     def _check(self, event: h11.Request) -> UpgradeRequest:
         headers = [(name.lower(), value) for name, value in event.headers]

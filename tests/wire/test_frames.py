@@ -22,7 +22,7 @@ from ffserve.wire.frames import (
     close_payload,
     frame_header,
 )
-from ffserve.wire.handshake import Handshake, HandshakeFailed, accept_key
+from ffserve.wire.handshake import MAX_REQUEST_BYTES, Handshake, HandshakeFailed, accept_key
 
 
 def masked(
@@ -226,4 +226,36 @@ def test_repeated_list_header_lines_are_one_list() -> None:
     )
     handshake = Handshake()
     handshake.receive_data(request)
+    assert handshake.request() is not None
+
+
+def feed(handshake: Handshake, data: bytes, piece: int) -> None:
+    for start in range(0, len(data), piece):
+        handshake.receive_data(data[start : start + piece])
+
+
+@pytest.mark.parametrize("piece", [1 << 20, 4096, 1000])
+def test_a_request_over_16_kib_gets_431_whatever_the_reads(piece: int) -> None:
+    """h11 bounds only a request still incomplete: 64 KiB in one read used to pass."""
+    request = upgrade(**{"X-Padding": "x" * (64 * 1024)})
+    with pytest.raises(HandshakeFailed) as failed:
+        feed(Handshake(), request, piece)
+    assert failed.value.response.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+
+
+def test_a_request_of_16_kib_with_frames_after_it_is_accepted() -> None:
+    """The cap counts the request, not the frames a client sent on its heels."""
+    request = upgrade(**{"X-Padding": ""})
+    request = request.replace(b"X-Padding: ", b"X-Padding: " + b"x" * (16384 - len(request)))
+    assert len(request) == MAX_REQUEST_BYTES
+    frames = masked(0x2, bytes(100_000))
+    handshake = Handshake()
+    handshake.receive_data(request + frames)
+    assert handshake.request() is not None
+    assert handshake.trailing == frames
+
+
+def test_a_request_a_byte_at_a_time_is_accepted() -> None:
+    handshake = Handshake()
+    feed(handshake, upgrade(), 1)
     assert handshake.request() is not None

@@ -145,6 +145,26 @@ async def test_a_plain_http_request_gets_an_http_error(server: Endpoints) -> Non
         await still_serving(server)
 
 
+async def response_to(server: Endpoints, data: bytes) -> bytes:
+    """What the server answers `data` (sent in one write) before it closes."""
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    await stream.send_all(data)
+    response = b""
+    while chunk := await stream.receive_some(65536):
+        response += chunk
+    return response
+
+
+async def test_a_request_over_16_kib_in_one_read_gets_431(server: Endpoints) -> None:
+    """One write of 20 KiB is one read: h11 alone took it whole and answered 101."""
+    request = upgrade_request(server.port)
+    request = request.replace(b"\r\n\r\n", b"\r\nX-Padding: " + b"x" * 20480 + b"\r\n\r\n")
+    with trio.fail_after(10):
+        response = await response_to(server, request)
+        assert response.startswith(b"HTTP/1.1 431 "), response[:100]
+        await still_serving(server)
+
+
 async def test_a_silent_client_is_dropped_after_the_handshake_timeout(
     start_server: StartServer,
 ) -> None:
