@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from http import HTTPStatus
 
 import attrs
@@ -19,6 +20,13 @@ import h11
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_REQUEST_BYTES = 16 * 1024  # the whole request: request line and headers
+# A request starts with its method, a token, then a space (RFC 9112 3; h11 refuses the
+# blank lines RFC 9112 2.2 lets a server skip before it). The longest registered method
+# has 17 characters, so the first 21 bytes tell HTTP from a TLS hello or a WebSocket
+# frame, which h11 would hold, waiting for a line end, until the cap or the timeout.
+_METHOD_MAX = 20
+_TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+_REQUEST_START = re.compile(rb"%s{1,%d} |%s{0,%d}\Z" % (_TCHAR, _METHOD_MAX, _TCHAR, _METHOD_MAX))
 # Headers a request may carry once (RFC 6455 11.3.1, 11.3.5).
 _SINGLE = frozenset({b"sec-websocket-key", b"sec-websocket-version"})
 
@@ -53,6 +61,7 @@ class Handshake:
     )
     _request: UpgradeRequest | None = None
     _complete: bool = False
+    _start: bytes = b""  # the first bytes, until they show a method and a space
     _size: int = 0  # bytes given to h11, never past MAX_REQUEST_BYTES
     _beyond: bytes = b""  # what came after them: frames, if the request ended in time
 
@@ -63,6 +72,10 @@ class Handshake:
         `response` is the HTTP error to send) or a connection closed before one."""
         if not data:
             raise HandshakeFailed("connection closed during the handshake")
+        if len(self._start) <= _METHOD_MAX:
+            self._start = (self._start + bytes(data[: _METHOD_MAX + 1]))[: _METHOD_MAX + 1]
+            if not _REQUEST_START.match(self._start):
+                raise HandshakeFailed("not an HTTP request", refusal(400))
         # h11 bounds only a request it has not seen the end of: one read holding a
         # complete 64 KiB request would pass. So h11 gets no more than the cap.
         room = MAX_REQUEST_BYTES - self._size

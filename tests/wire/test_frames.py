@@ -255,6 +255,25 @@ def test_a_request_of_16_kib_with_frames_after_it_is_accepted() -> None:
     assert handshake.trailing == frames
 
 
+@pytest.mark.parametrize(
+    "start",
+    [
+        bytes.fromhex("160301020001") + bytes(60),  # a TLS ClientHello
+        masked(0x1, b'{"type": "ping"}'),  # a WebSocket frame with no handshake
+        bytes(range(128, 256)),  # binary with no line end
+        b"GETTING-A-VERY-LONG-TOKEN-WITH-NO-SPACE",
+        b"GET\t/ HTTP/1.1",
+        b" GET / HTTP/1.1",
+    ],
+    ids=["tls", "frame", "binary", "long-token", "tab", "space"],
+)
+def test_bytes_that_are_not_http_are_refused_at_once(start: bytes) -> None:
+    """h11 would wait for a line end (up to 16 KiB, or the handshake timeout)."""
+    with pytest.raises(HandshakeFailed) as failed:
+        Handshake().receive_data(start)
+    assert failed.value.response.startswith(b"HTTP/1.1 400 ")
+
+
 def test_a_request_a_byte_at_a_time_is_accepted() -> None:
     handshake = Handshake()
     feed(handshake, upgrade(), 1)

@@ -165,6 +165,22 @@ async def test_a_request_over_16_kib_in_one_read_gets_431(server: Endpoints) -> 
         await still_serving(server)
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        masked(0x1, b'{"type": "ping"}'),  # a WebSocket frame with no handshake
+        bytes.fromhex("16030100c4010000c00303") + bytes(32),  # a TLS ClientHello
+    ],
+    ids=["frame", "tls"],
+)
+async def test_bytes_that_are_not_http_get_400_at_once(
+    start_server: StartServer, data: bytes
+) -> None:
+    server = await start_server(server={"handshake_timeout_s": 60})
+    with trio.fail_after(10):  # not the handshake timeout
+        assert (await response_to(server, data)).startswith(b"HTTP/1.1 400 ")
+
+
 async def test_a_silent_client_is_dropped_after_the_handshake_timeout(
     start_server: StartServer,
 ) -> None:
