@@ -2,8 +2,9 @@
 connection whose messages arrive in pieces (`ffserve.wire.frames` says why not trio-websocket).
 
     serve_websocket(handler, host, port, ...)   trio.serve_listeners
-      '- per TCP connection: read the upgrade request (within `handshake_timeout`),
-         then `handler(WebSocketRequest)`; the socket is closed when the handler returns.
+      '- per TCP connection: read the upgrade request (within `handshake_timeout`, else
+         408), then `handler(WebSocketRequest)`; the socket is closed when the handler
+         returns. A request that is not an upgrade we take gets its HTTP error instead.
 
 `WebSocket.receive()` returns the next `TextPart` or `BinaryPart`, answering pings on the
 way, and reads the socket only when asked, so a reader that stops asking stops the
@@ -226,16 +227,12 @@ class WebSocketRequest:
             await self._stream.send_all(refusal(status, body=body))
 
 
-async def _read_request(stream: trio.abc.Stream, receive_size: int) -> Handshake | None:
+async def _read_request(stream: trio.abc.Stream, receive_size: int) -> WebSocketRequest:
+    """Errors: HandshakeFailed."""
     handshake = Handshake()
-    try:
-        while handshake.request() is None:
-            handshake.receive_data(await stream.receive_some(receive_size))
-    except HandshakeFailed as exc:
-        if exc.response:
-            await stream.send_all(exc.response)
-        return None
-    return handshake
+    while (request := handshake.request()) is None:
+        handshake.receive_data(await stream.receive_some(receive_size))
+    return WebSocketRequest(stream, handshake, request, receive_size)
 
 
 async def serve_websocket(
@@ -253,12 +250,23 @@ async def serve_websocket(
 
     async def on_connection(stream: trio.SocketStream) -> None:
         async with stream:
-            handshake = None
             try:
-                with trio.move_on_after(handshake_timeout):
-                    handshake = await _read_request(stream, receive_size)
-                if handshake is not None and (request := handshake.request()) is not None:
-                    await handler(WebSocketRequest(stream, handshake, request, receive_size))
+                request: WebSocketRequest | None = None
+                refused = b""
+                with trio.move_on_after(handshake_timeout) as waiting:
+                    try:
+                        request = await _read_request(stream, receive_size)
+                    except HandshakeFailed as exc:
+                        refused = exc.response
+                if waiting.cancelled_caught:
+                    refused = refusal(408)  # say why, rather than a silent close
+                if request is not None:
+                    await handler(request)
+                elif refused:
+                    # Bounded like a close frame: a client that does not read its answer
+                    # must not hold the connection.
+                    with trio.move_on_after(CLOSE_SEND_S):
+                        await stream.send_all(refused)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the client went away during the handshake
             except Exception:

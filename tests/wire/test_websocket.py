@@ -181,15 +181,21 @@ async def test_bytes_that_are_not_http_get_400_at_once(
         assert (await response_to(server, data)).startswith(b"HTTP/1.1 400 ")
 
 
-async def test_a_silent_client_is_dropped_after_the_handshake_timeout(
-    start_server: StartServer,
+@pytest.mark.parametrize("sent", [b"", b"GET / HTTP/1.1\r\nHost: x\r\n"], ids=["silent", "half"])
+async def test_a_handshake_past_its_timeout_gets_408(
+    start_server: StartServer, sent: bytes
 ) -> None:
     server = await start_server(server={"handshake_timeout_s": 0.5})
     with trio.fail_after(10):
         stream = await trio.open_tcp_stream("127.0.0.1", server.port)
         start = trio.current_time()
-        assert await stream.receive_some(65536) == b""
+        await stream.send_all(sent)
+        response = b""
+        while chunk := await stream.receive_some(65536):
+            response += chunk
         assert 0.4 < trio.current_time() - start < 5
+        assert response.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), response
+        assert b"connection: close" in response
 
 
 async def test_over_max_connections_the_handshake_gets_503(start_server: StartServer) -> None:
