@@ -8,6 +8,7 @@ from pathlib import Path
 import attrs
 import httpx
 
+from ffserve.audit import AuditLog
 from ffserve.config import Config
 from ffserve.ffmpeg.probe import Prober
 from ffserve.ffmpeg.sandbox import Confinement
@@ -28,6 +29,7 @@ class Services:
     workspace: Path
     metrics: Metrics
     warm: WarmSandboxes
+    audit: AuditLog
 
     @classmethod
     def start(
@@ -52,4 +54,5 @@ class Services:
             WarmSandboxes.start(
                 confinement, at_once=config.jobs.max_concurrent, grace=config.ffmpeg.kill_grace_s
             ),
+            AuditLog(),
         )
