@@ -108,6 +108,19 @@ class SecurityConfig:
 
 
 @attrs.frozen
+class QuotasConfig:
+    """Each client's quota where its token's `quota` claim does not say (ffserve.jobs.quota)."""
+
+    concurrent_jobs: int = attrs.field(default=64, validator=in_range(1, 100_000))
+    queued_jobs: int = attrs.field(default=16, validator=in_range(1, 100_000))
+    connections: int = attrs.field(default=64, validator=in_range(1, 1_000_000))
+    # 0: no limit beyond the server's own (limits.max_upload_mb; FFmpeg run time).
+    input_mb: float = attrs.field(default=0.0, validator=in_range(0, 1_000_000))
+    ffmpeg_s_per_hour: float = attrs.field(default=0.0, validator=in_range(0, 1e9))
+    operations: tuple[str, ...] = ()
+
+
+@attrs.frozen
 class SandboxConfig:
     # "auto": confine FFmpeg/ffprobe with bubblewrap when it works here, warn when not;
     # "required": refuse to start without it; "off": run them unconfined.
@@ -132,6 +145,7 @@ class Config:
     storage: StorageConfig = StorageConfig()
     security: SecurityConfig = SecurityConfig()
     sandbox: SandboxConfig = SandboxConfig()
+    quotas: QuotasConfig = QuotasConfig()
 
     @classmethod
     def load(cls, path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:

@@ -8,7 +8,7 @@
      |                        NO_*_STREAM, OUT_OF_RANGE, URL_*, CHECKSUM_MISMATCH, and
      |                        VALIDATION_ERROR when only the media shows an option is wrong
      '- AdmissionError        a job refused at the door: BUSY, DUPLICATE_JOB, TOO_LARGE,
-                              SHUTTING_DOWN
+                              SHUTTING_DOWN, QUOTA_EXCEEDED
 
 The class says what happens to the job; the code says why. Foreign errors (OSError, httpx,
 FFmpeg exit codes) are translated into these at the boundary where they happen, so the
@@ -50,6 +50,7 @@ class ErrorCode:
     CHECKSUM_MISMATCH = "CHECKSUM_MISMATCH"
     INVALID_CHUNK = "INVALID_CHUNK"
     URL_UPLOAD_FAILED = "URL_UPLOAD_FAILED"
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
 
 
 class FFserveError(Exception):

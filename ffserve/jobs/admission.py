@@ -11,22 +11,27 @@ no path can keep a place or reserved bytes past its job.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from types import TracebackType
 
 import attrs
+import trio
 
 from ffserve.config import Config
 from ffserve.errors import AdmissionError, ErrorCode, JobError
 from ffserve.jobs.pool import WorkerPool
+from ffserve.jobs.quota import Quota, Quotas
 
 
 @attrs.define(eq=False)
 class ConnectionShare:
-    """One connection's admitted jobs, against `jobs.per_connection_limit`."""
+    """One connection's admitted jobs, against `jobs.per_connection_limit`, and the client
+    it belongs to (a token's subject or an address) with that client's quota."""
 
     limit: int
+    client: Hashable
+    quota: Quota
     admitted: int = 0
 
 
@@ -38,13 +43,16 @@ class Admission:
     draining: bool = False
     # Bytes of temp disk promised to announced (chunked) uploads of live jobs.
     reserved_bytes: int = 0
+    quotas: Quotas = attrs.Factory(Quotas)
 
-    def admit(self, share: ConnectionShare, upload_sizes: Sequence[int] = ()) -> Ticket:
+    def admit(
+        self, share: ConnectionShare, operation: str, upload_sizes: Sequence[int] = ()
+    ) -> Ticket:
         """Let a job in, or say why not.
 
         Errors: AdmissionError: TOO_LARGE (an announced file over the limit, or more than
         the temp disk can take now), SHUTTING_DOWN, BUSY (its connection's limit, or the
-        pool's queue).
+        pool's queue), QUOTA_EXCEEDED (its client's quota).
         """
         config = self.config
         for n, size in enumerate(upload_sizes):
@@ -66,8 +74,10 @@ class Admission:
             raise AdmissionError("server is shutting down", code=ErrorCode.SHUTTING_DOWN)
         if share.admitted >= share.limit:
             raise AdmissionError("too many active jobs on this connection", code=ErrorCode.BUSY)
-        self.pool.admit()
+        self.pool.check()
+        self.quotas.start_job(share.client, share.quota, operation, total, trio.current_time)
         # Nothing can fail from here on: every place is taken together.
+        self.pool.admit()
         share.admitted += 1
         self.reserved_bytes += total
         return Ticket(self, share, total)
@@ -86,7 +96,24 @@ class Ticket:
     _admission: Admission
     _share: ConnectionShare
     reserved_bytes: int
+    receiving: bool = True  # its input is not complete yet
     _closed: bool = False
+
+    @property
+    def max_input_bytes(self) -> int:
+        """The largest input this job may send: the server's limit or its client's quota."""
+        return min(self._admission.config.max_upload_bytes, self._share.quota.input_bytes)
+
+    def input_done(self) -> None:
+        """Its input is in: it leaves its client's queued_jobs quota for the shared queue.
+        Errors: AdmissionError(BUSY) when the queue has filled meanwhile."""
+        self._admission.pool.ready()
+        self.receiving = False
+        self._admission.quotas.input_done(self._share.client)
+
+    def ran(self, seconds: float) -> None:
+        """It ran FFmpeg for `seconds`, against its client's hourly quota."""
+        self._admission.quotas.ran(self._share.client, seconds, trio.current_time())
 
     def stored(self, size: int) -> None:
         """`size` bytes of an announced upload are on disk: they show in the disk's free
@@ -111,7 +138,8 @@ class Ticket:
             return
         self._closed = True
         self._share.admitted -= 1
-        self._admission.pool.discharge()
+        self._admission.pool.discharge(receiving=self.receiving)
+        self._admission.quotas.end_job(self._share.client, receiving=self.receiving)
         self._admission.reserved_bytes -= self.reserved_bytes
         self.reserved_bytes = 0
 

@@ -127,6 +127,7 @@ async def _steps(job: Job, ticket: Ticket, services: Services, outbox: Outbox) -
             if warm is not None:
                 await warm.arm()  # its sandbox was built while the input arrived
             overrun = job.input_complete()
+            ticket.input_done()  # from its client's quota into the shared queue
             await trio.lowlevel.checkpoint_if_cancelled()
             if overrun and job.chunked:
                 raise JobError("upload runs past its announced size", code=ErrorCode.TOO_LARGE)
@@ -156,7 +157,11 @@ async def _steps(job: Job, ticket: Ticket, services: Services, outbox: Outbox) -
             async with services.pool.slot(job.owner):
                 job.process(JobEvent.SLOT_TAKEN)
                 await trio.lowlevel.checkpoint_if_cancelled()  # a cancel meanwhile
-                await _run(job, services, outbox, plan, workdir, warm)
+                began = trio.current_time()
+                try:
+                    await _run(job, services, outbox, plan, workdir, warm)
+                finally:
+                    ticket.ran(trio.current_time() - began)
             job.process(JobEvent.FFMPEG_EXITED)
             await trio.lowlevel.checkpoint_if_cancelled()  # a cancel meanwhile
             # Outside the slot: a client that stops reading holds up its own job only

@@ -1,7 +1,9 @@
 """The worker pool: admission control, and fair hand-out of FFmpeg slots.
 
-Admission is counted from `start_job` until the job ends; more than `capacity +
-queue_limit` admitted jobs is BUSY. Slots are handed out round-robin across owners
+Admission is counted from `start_job` until the job ends. A job still receiving its input
+is not in the queue yet (it counts against its own client's quota, `ffserve.jobs.quota`):
+more than `capacity + queue_limit` jobs past their input is BUSY, so uploads that never
+come cannot fill the queue for everybody else. Slots are handed out round-robin across owners
 (connections), FIFO within one owner, so one client with fifty queued jobs cannot
 starve another client's single job. A plain `trio.CapacityLimiter` is FIFO across
 everybody, which is exactly that starvation.
@@ -31,6 +33,7 @@ class WorkerPool:
     queue_limit: int
     running: int = 0
     admitted: int = 0
+    receiving: int = 0  # admitted jobs whose input is not complete
     _queues: OrderedDict[Hashable, deque[_Waiter]] = attrs.Factory(OrderedDict)
     _idle: trio.Event = attrs.Factory(trio.Event)
 
@@ -45,22 +48,33 @@ class WorkerPool:
 
     @property
     def full(self) -> bool:
-        return self.admitted >= self.capacity + self.queue_limit
+        return self.admitted - self.receiving >= self.capacity + self.queue_limit
 
-    def admit(self) -> None:
-        """Count a job against the admission queue; `discharge` when it ends.
-
-        Errors: AdmissionError(BUSY) when the queue is full.
-        """
+    def check(self) -> None:
+        """Errors: AdmissionError(BUSY) when the queue is full."""
         if self.full:
             raise AdmissionError(
                 f"server busy: {self.running} jobs running and {self.queued} queued; retry later",
                 code=ErrorCode.BUSY,
             )
-        self.admitted += 1
 
-    def discharge(self) -> None:
+    def admit(self) -> None:
+        """Count a job that is receiving its input; `ready` once it is in, `discharge`
+        when it ends. Errors: AdmissionError(BUSY) when the queue is full."""
+        self.check()
+        self.admitted += 1
+        self.receiving += 1
+
+    def ready(self) -> None:
+        """The job's input is in: it takes a place in the queue.
+        Errors: AdmissionError(BUSY) when the queue has filled meanwhile."""
+        self.check()
+        self.receiving -= 1
+
+    def discharge(self, *, receiving: bool) -> None:
         self.admitted -= 1
+        if receiving:
+            self.receiving -= 1
         if self.admitted == 0:
             self._idle.set()
             self._idle = trio.Event()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 from collections import deque
+from collections.abc import Hashable
 
 import attrs
 import trio
@@ -23,6 +24,7 @@ from ffserve.ffmpeg.ops import METADATA_ONLY, inputs_expected
 from ffserve.jobs.admission import ConnectionShare
 from ffserve.jobs.job import Job
 from ffserve.jobs.lifecycle import run_job
+from ffserve.jobs.quota import Quota
 from ffserve.jobs.services import Services
 from ffserve.session.writer import write_outbox
 from ffserve.transfer.safehttp import check_url
@@ -55,6 +57,8 @@ class Connection:
     services: Services
     outbox: Outbox
     nursery: trio.Nursery
+    client: Hashable  # whose quota its jobs count against (`ffserve.jobs.quota`)
+    quota: Quota
     share: ConnectionShare = attrs.field(init=False)
     jobs: dict[str, Job] = attrs.Factory(dict)
     # Recently ended job ids, so a late frame can be told apart from a wrong id.
@@ -79,7 +83,9 @@ class Connection:
             await self.outbox.send(Pong())
 
     def __attrs_post_init__(self) -> None:
-        self.share = ConnectionShare(self.services.config.jobs.per_connection_limit)
+        self.share = ConnectionShare(
+            self.services.config.jobs.per_connection_limit, self.client, self.quota
+        )
 
     async def start_job(self, message: StartJob) -> None:
         job_id = message.job_id
@@ -117,7 +123,7 @@ class Connection:
     ) -> None:
         """Admit `job` (errors reach `start_job` through `nursery.start`), acknowledge
         it, then run it; whatever it holds goes back together when it ends."""
-        with self.services.admission.admit(self.share, upload_sizes) as ticket:
+        with self.services.admission.admit(self.share, job.operation, upload_sizes) as ticket:
             self.jobs[job.job_id] = job
             try:
                 await self.outbox.send(Ack(job.job_id, f"{job.operation} job accepted"))
@@ -290,14 +296,21 @@ async def serve_connection(
         if metrics.connections > config.server.max_connections:
             await request.reject(503, body=b"too many connections")
             return
-        ws = await request.accept(send_timeout=config.server.send_timeout_s)
-        outbox, outgoing = Outbox.open(config.server.outbound_queue)
-        async with trio.open_nursery() as nursery:
-            connection = Connection(services, outbox, nursery)
-            nursery.start_soon(write_outbox, ws, outbox, outgoing, nursery.cancel_scope)
-            nursery.start_soon(_close_when_stopping, stopping, outbox)
-            await _read(ws, connection)
-            nursery.cancel_scope.cancel()
+        client = _client_key(request)
+        quota = Quota.of(config.quotas, {})
+        quotas = services.admission.quotas
+        try:
+            quotas.connect(client, quota, trio.current_time())
+        except AdmissionError as exc:
+            services.audit.record(
+                "handshake_refused", client=str(client), subject=None, reason=exc.message
+            )
+            await request.reject(429, body=f"{exc.code}: {exc.message}".encode())
+            return
+        try:
+            await _serve_accepted(request, services, stopping, client, quota)
+        finally:
+            quotas.disconnect(client)
     except ConnectionClosed:
         pass  # the client went away during the handshake
     except Exception:
@@ -305,6 +318,29 @@ async def serve_connection(
         log.exception("connection ended by an unexpected error")
     finally:
         metrics.connections -= 1
+
+
+def _client_key(request: WebSocketRequest) -> Hashable:
+    """Whom a connection's quota belongs to: its peer's address."""
+    return request.peer
+
+
+async def _serve_accepted(
+    request: WebSocketRequest,
+    services: Services,
+    stopping: trio.Event,
+    client: Hashable,
+    quota: Quota,
+) -> None:
+    config = services.config
+    ws = await request.accept(send_timeout=config.server.send_timeout_s)
+    outbox, outgoing = Outbox.open(config.server.outbound_queue)
+    async with trio.open_nursery() as nursery:
+        connection = Connection(services, outbox, nursery, client, quota)
+        nursery.start_soon(write_outbox, ws, outbox, outgoing, nursery.cancel_scope)
+        nursery.start_soon(_close_when_stopping, stopping, outbox)
+        await _read(ws, connection)
+        nursery.cancel_scope.cancel()
 
 
 async def _read(ws: WebSocket, connection: Connection) -> None:

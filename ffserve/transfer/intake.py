@@ -25,6 +25,10 @@ from ffserve.wire.outbox import Outbox
 class DiskBudget(Protocol):
     """The job's share of the temp disk (its admission ticket)."""
 
+    @property
+    def max_input_bytes(self) -> int:
+        """The largest input the job may send (the server's limit, or its client's quota)."""
+
     def stored(self, size: int) -> None:
         """`size` announced bytes are on disk now."""
 
@@ -53,7 +57,7 @@ async def receive_input(
         path = workdir / ("input_00" if total > 1 else "input")
         policy = FetchPolicy(
             config.security.allow_private_urls,
-            config.max_upload_bytes,
+            disk.max_input_bytes,
             config.security.url_max_redirects,
             config.security.url_ports,
         )
@@ -68,14 +72,12 @@ async def receive_input(
                 job_id, inbox, path, len(paths), spec, outbox, config, disk.stored
             )
         else:
-            name = await _receive_whole(inbox, path, config, disk.check_room)
+            name = await _receive_whole(inbox, path, config, disk)
         paths.append((path, name))
     return paths
 
 
-async def _receive_whole(
-    inbox: UploadInbox, path: Path, config: Config, check_room: Callable[[int], None]
-) -> str:
+async def _receive_whole(inbox: UploadInbox, path: Path, config: Config, disk: DiskBudget) -> str:
     """A v1 upload: one binary message holds the whole file. It is written piece by piece
     as it arrives, so it is never held whole, and refused the moment it passes a limit."""
     part = await inbox.get()
@@ -89,12 +91,12 @@ async def _receive_whole(
                     code=ErrorCode.TOO_LARGE,
                     details={"max_message_bytes": config.max_message_bytes},
                 )
-            if part.size > config.max_upload_bytes:
+            if part.size > disk.max_input_bytes:
                 raise JobError(
-                    f"upload is over the limit of {config.max_upload_bytes} bytes",
+                    f"upload is over the limit of {disk.max_input_bytes} bytes",
                     code=ErrorCode.TOO_LARGE,
                 )
-            check_room(len(part.frame.payload))  # its size was not announced: not reserved
+            disk.check_room(len(part.frame.payload))  # its size was not announced: not reserved
             await out.write(part.frame.payload)
             if part.last:
                 return part.frame.filename

@@ -222,6 +222,16 @@ class WebSocketRequest:
             self._stream, self._receive_size, self._handshake.trailing, send_timeout=send_timeout
         )
 
+    @property
+    def peer(self) -> str:
+        """The TCP peer's address (no port), or "unknown"."""
+        socket = getattr(self._stream, "socket", None)
+        try:
+            address = socket.getpeername() if socket is not None else None
+        except OSError:
+            address = None
+        return str(address[0]) if isinstance(address, tuple) else "unknown"
+
     async def reject(self, status: int, body: bytes = b"") -> None:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self._stream.send_all(refusal(status, body=body))

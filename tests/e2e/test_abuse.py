@@ -110,3 +110,46 @@ async def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(
         while job_dirs(workdir):  # noqa: ASYNC110 (no event for "a dir was removed")
             await trio.sleep(0.05)
         await raw.stream.aclose()
+
+
+async def open_raw_from(server: Endpoints, address: str) -> Raw:
+    """A raw client whose connection comes from `address` (another loopback address):
+    with auth off, another client."""
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    await sock.bind((address, 0))
+    await sock.connect(("127.0.0.1", server.port))
+    raw = Raw(trio.SocketStream(sock))
+    await raw.stream.send_all(upgrade_request(server.port))
+    while b"\r\n\r\n" not in raw.buffer:
+        await raw.fill(len(raw.buffer) + 1)
+    head, _, rest = bytes(raw.buffer).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    raw.buffer = bytearray(rest)
+    return raw
+
+
+async def test_jobs_that_never_upload_do_not_make_the_server_busy_for_others(
+    start_server: StartServer, media: Media
+) -> None:
+    """Found: 260 start_jobs with no upload (33 KiB) made the server answer BUSY to
+    everyone for the 120 s input timeout. Now they count against their own client's
+    quota (queued_jobs), not the shared queue."""
+    server = await start_server(jobs={"queue_limit": 8})
+    with trio.fail_after(60):
+        greedy = await open_raw_from(server, "127.0.0.2")
+        for i in range(260):
+            start = {"type": "start_job", "job_id": f"g{i}", "operation": "thumbnail",
+                     "input": {"source": "upload"}, "options": THUMB}  # fmt: skip
+            await greedy.stream.send_all(masked(TEXT, json.dumps(start).encode()))
+        codes: dict[str, int] = {}
+        while sum(codes.values()) < 260:
+            reply = await greedy.json()
+            key = reply["type"] if reply["type"] == "ack" else reply["code"]
+            codes[key] = codes.get(key, 0) + 1
+        assert codes["ack"] == 16 and codes["QUOTA_EXCEEDED"] > 0, codes  # queued_jobs
+        async with connect(server.url) as client:  # from 127.0.0.1: another client
+            await client.start("victim", "thumbnail", THUMB)
+            await client.upload("victim", media.clip)
+            result = await client.collect("victim")
+        assert result.final["type"] == "completed", result.final
+        await greedy.stream.aclose()

@@ -37,6 +37,7 @@ from ffserve.config import Config
 from ffserve.errors import ErrorCode, ProtocolError
 from ffserve.jobs.job import Job
 from ffserve.jobs.pool import WorkerPool
+from ffserve.jobs.quota import Quota
 from ffserve.jobs.services import Services
 from ffserve.jobs.state import JobState
 from ffserve.service.server import Endpoints, confine_children
@@ -350,8 +351,12 @@ async def test_busy_when_admission_is_full(
             ready = f"http://127.0.0.1:{server.http_port}/ready"
             assert (await http.get(ready)).status_code == 200
             await start_blocker(client, blocker)
-            await client.start("second", "thumbnail", THUMB)  # admitted, receiving
+            await client.start("second", "thumbnail", THUMB)
             assert (await client.recv_json())["type"] == "ack"
+            # Only a job whose input is in takes a queue place (issue 11): one receiving
+            # its input counts against its client's quota instead.
+            await client.upload("second", media.clip)
+            await wait_for(client, "second", "progress", stage="queued")
             await client.start("third", "thumbnail", THUMB)
             error = await next_error(client, "BUSY", "third")
             assert "/tmp" not in error["message"]
@@ -495,6 +500,9 @@ async def test_pool_admission() -> None:
     pool = WorkerPool(capacity=1, queue_limit=1)
     pool.admit()
     pool.admit()
+    assert not pool.full  # both still receiving their input: no queue place taken
+    pool.ready()
+    pool.ready()
     assert pool.full
     with pytest.raises(Exception, match="busy") as info:
         pool.admit()
@@ -510,10 +518,10 @@ async def test_pool_admission() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(drain)
             await trio.testing.wait_all_tasks_blocked()
-            pool.discharge()
+            pool.discharge(receiving=False)
             await trio.testing.wait_all_tasks_blocked()
             assert not idle
-            pool.discharge()
+            pool.discharge(receiving=False)
     assert idle and pool.admitted == 0
 
 
@@ -538,13 +546,15 @@ async def test_ack_cancelled_on_full_outbox_releases_admission(tmp_path: Path) -
         async with httpx.AsyncClient() as http, outgoing, trio.open_nursery() as nursery:
             services = Services.start(config, http, tmp_path, confine_children(config))
             pool = services.pool
-            connection = Connection(services, outbox, nursery)
+            quota = Quota.of(config.quotas, {})
+            connection = Connection(services, outbox, nursery, "client", quota)
             await outbox.send_binary(b"fills the outbox")
             with trio.CancelScope() as scope:
                 nursery.start_soon(cancel_when_blocked, scope)
                 await connection.on_message(START_TEXT)
             assert scope.cancelled_caught
-            assert pool.admitted == 0 and connection.jobs == {}
+            assert pool.admitted == pool.receiving == 0 and connection.jobs == {}
+            assert services.admission.quotas._usage == {}  # its quota given back too
 
 
 async def test_a_vanished_client_cancels_jobs_blocked_on_its_outbox() -> None:
