@@ -153,3 +153,20 @@ async def test_jobs_that_never_upload_do_not_make_the_server_busy_for_others(
             result = await client.collect("victim")
         assert result.final["type"] == "completed", result.final
         await greedy.stream.aclose()
+
+
+async def test_a_clients_connections_past_its_quota_get_429(start_server: StartServer) -> None:
+    server = await start_server(quotas={"connections": 2})
+    with trio.fail_after(30):
+        async with connect(server.url), connect(server.url):
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            async with stream:
+                await stream.send_all(upgrade_request(server.port))
+                answer = b""
+                while chunk := await stream.receive_some(4096):
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.1 429 "), answer
+            assert b"QUOTA_EXCEEDED" in answer and b"connections" in answer
+        async with connect(server.url) as client:  # given back when they closed
+            await client.send({"type": "ping"})
+            assert await client.recv_json() == {"type": "pong"}
