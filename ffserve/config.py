@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from ffserve.errors import ValidationError
-from ffserve.schema import in_range, one_of, structure
+from ffserve.schema import in_range, non_empty, one_of, structure
 
 ENV_PREFIX = "FFSERVE_"
 
@@ -137,6 +137,21 @@ class SandboxConfig:
 
 
 @attrs.frozen
+class AuthConfig:
+    # "off": anyone who reaches the port may run jobs (local development); "jwt": every
+    # WebSocket upgrade, /metrics and the detailed /health need a valid token.
+    mode: str = attrs.field(default="off", validator=one_of("off", "jwt"))
+    # HS256 shared secret (the file's bytes, trailing line breaks ignored); "": none.
+    secret_file: str = ""
+    # A PEM public key or a JWKS (`{"keys": [...]}`, chosen by the token's `kid`) of
+    # ES256/RS256/EdDSA keys, so a back-end mints tokens and ffserve only verifies; "": none.
+    public_key_file: str = ""
+    audience: str = attrs.field(default="ffserve", validator=non_empty)
+    # Clock skew allowed on exp, nbf and iat, in seconds.
+    leeway_s: float = attrs.field(default=30.0, validator=in_range(0, 3600))
+
+
+@attrs.frozen
 class Config:
     server: ServerConfig = ServerConfig()
     jobs: JobsConfig = JobsConfig()
@@ -146,6 +161,7 @@ class Config:
     security: SecurityConfig = SecurityConfig()
     sandbox: SandboxConfig = SandboxConfig()
     quotas: QuotasConfig = QuotasConfig()
+    auth: AuthConfig = AuthConfig()
 
     @classmethod
     def load(cls, path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:

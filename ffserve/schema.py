@@ -116,6 +116,12 @@ def one_of(*choices: str) -> Callable[..., None]:
     return check
 
 
+def non_empty(_: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    """An attrs validator: a string with something in it (skipping None)."""
+    if value is not None and not value.strip():
+        raise FieldValueError(attribute.name, f"{attribute.name} must not be empty")
+
+
 def structure(data: Any, cls: type[T], path: str = "$") -> T:
     """Structure `data` into `cls` or raise `ValidationError` naming the bad field.
 

@@ -95,6 +95,10 @@ def test_url_ports_from_the_file_or_the_environment(
         ("", {"FFSERVE_SECURITY_URL_PORTS": "[80,"}, "FFSERVE_SECURITY_URL_PORTS"),
         ("", {"FFSERVE_SECURITY_URL_PORTS": "[70000]"}, "security.url_ports"),
         ("", {"FFSERVE_SECURITY_URL_PORTS": '["80"]'}, "security.url_ports"),
+        ("[auth]\nmode = 'oauth'\n", {}, "auth.mode"),
+        ("", {"FFSERVE_AUTH_AUDIENCE": " "}, "auth.audience"),
+        ("", {"FFSERVE_AUTH_LEEWAY_S": "-1"}, "auth.leeway_s"),
+        ("", {"FFSERVE_AUTH_TOKEN": "x"}, "FFSERVE_AUTH_TOKEN"),
     ],
 )
 def test_bad_config_names_the_key(
@@ -105,6 +109,24 @@ def test_bad_config_names_the_key(
     with pytest.raises(ConfigError) as info:
         Config.load(path, env=env)
     assert needle in str(info.value)
+
+
+def test_every_auth_key_has_an_env_override() -> None:
+    env = {
+        "FFSERVE_AUTH_MODE": "jwt",
+        "FFSERVE_AUTH_SECRET_FILE": "/run/secrets/hs256",
+        "FFSERVE_AUTH_PUBLIC_KEY_FILE": "/etc/ffserve/jwks.json",
+        "FFSERVE_AUTH_AUDIENCE": "media",
+        "FFSERVE_AUTH_LEEWAY_S": "5",
+    }
+    auth = Config.load(ROOT / "config.toml", env=env).auth
+    assert (auth.mode, auth.secret_file, auth.public_key_file) == (
+        "jwt",
+        "/run/secrets/hs256",
+        "/etc/ffserve/jwks.json",
+    )
+    assert (auth.audience, auth.leeway_s) == ("media", 5.0)
+    assert Config().auth.mode == "off"  # local development needs no token
 
 
 def test_cli_flags_override_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
