@@ -140,8 +140,10 @@ class Client:
 
 
 @asynccontextmanager
-async def connect(url: str) -> AsyncIterator[Client]:
-    async with open_websocket_url(url, max_message_size=1 << 30) as ws:
+async def connect(url: str, token: str | None = None) -> AsyncIterator[Client]:
+    """A v1 client; with `token`, presented as `Authorization: Bearer` on the upgrade."""
+    headers = [(b"authorization", f"Bearer {token}".encode())] if token is not None else None
+    async with open_websocket_url(url, max_message_size=1 << 30, extra_headers=headers) as ws:
         yield Client(ws)
 
 

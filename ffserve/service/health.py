@@ -1,4 +1,10 @@
-"""The operators' HTTP endpoint: `/health`, `/ready`, `/metrics`, served by hypercorn."""
+"""The operators' HTTP endpoint: `/health`, `/ready`, `/metrics`, served by hypercorn.
+
+With `[auth] mode = "jwt"`, `/metrics` and the details of `/health` need a valid token
+(`Authorization: Bearer`, checked as on the WebSocket upgrade): without one `/health`
+says only `{"status": ...}` (what a load balancer needs) and `/metrics` is 401; a token
+that is given but bad is 401 on both. `/ready` is always open.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from ffserve import __version__
 from ffserve.jobs.services import Services
+from ffserve.session.auth import Authenticator, Unauthorized
 
 FEATURES = ("multi_upload", "multi_output", "probe", "chunked", "output_url")
 Scope = dict[str, Any]
@@ -47,8 +54,25 @@ def ready(services: Services) -> tuple[int, dict[str, Any]]:
 
 
 def make_app(
-    services: Services, ffmpeg_version: str
+    services: Services, authenticator: Authenticator, ffmpeg_version: str
 ) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    def allowed(scope: Scope) -> Unauthorized | None:
+        """None if the request may see everything, else why not (audited when a token
+        was given: a missing one is every load balancer's probe)."""
+        try:
+            authenticator.verify_headers(scope["headers"])
+        except Unauthorized as exc:
+            if exc.token_given or scope["path"] == "/metrics":
+                client = scope.get("client")
+                services.audit.record(
+                    "http_refused",
+                    client=f"{client[0]}:{client[1]}" if client else "-",
+                    subject=exc.subject,
+                    reason=exc.reason,
+                )
+            return exc
+        return None
+
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while True:
@@ -61,14 +85,19 @@ def make_app(
         if scope["type"] != "http":
             return
         path, method = scope["path"], scope["method"]
+        refused = allowed(scope) if path in ("/health", "/metrics") else None
+        challenge: list[tuple[bytes, bytes]] = []
         if method not in ("GET", "HEAD"):
             status, body, kind = 405, b'{"error":"method not allowed"}', "application/json"
+        elif refused is not None and (refused.token_given or path == "/metrics"):
+            status, kind = 401, "application/json"
+            body = json.dumps({"error": "unauthorized", "reason": refused.reason}).encode()
+            challenge = [(b"www-authenticate", refused.challenge)]
         elif path == "/health":
-            status, body, kind = (
-                200,
-                json.dumps(health(services, ffmpeg_version)).encode(),
-                "application/json",
-            )
+            report = health(services, ffmpeg_version)
+            if refused is not None:
+                report = {"status": report["status"]}
+            status, body, kind = 200, json.dumps(report).encode(), "application/json"
         elif path == "/ready":
             code, payload = ready(services)
             status, body, kind = code, json.dumps(payload).encode(), "application/json"
@@ -89,6 +118,7 @@ def make_app(
                 "type": "http.response.start",
                 "status": status,
                 "headers": [
+                    *challenge,
                     (b"content-type", kind.encode()),
                     (b"content-length", str(len(body)).encode()),
                 ],
@@ -101,6 +131,7 @@ def make_app(
 
 async def serve_http(
     services: Services,
+    authenticator: Authenticator,
     ffmpeg_version: str,
     host: str,
     port: int,
@@ -114,8 +145,9 @@ async def serve_http(
     config.errorlog = None
     config.graceful_timeout = 1.0
 
+    app = make_app(services, authenticator, ffmpeg_version)
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
-            partial(hypercorn_serve, make_app(services, ffmpeg_version), config, mode="asgi")  # type: ignore[arg-type]
+            partial(hypercorn_serve, app, config, mode="asgi")  # type: ignore[arg-type]
         )
         task_status.started(int(binds[0].rsplit(":", 1)[1]))

@@ -20,11 +20,12 @@ import subprocess
 import attrs
 import trio
 
-from ffserve.config import Config
+from ffserve.config import Config, ConfigError
 from ffserve.ffmpeg.sandbox import Confinement, SandboxUnavailable, open_confinement
 from ffserve.jobs.services import Services
 from ffserve.jobs.workspace import open_workspace
 from ffserve.service.health import serve_http
+from ffserve.session.auth import Authenticator
 from ffserve.session.connection import serve_connection
 from ffserve.transfer.safehttp import open_http_client
 from ffserve.wire.websocket import WebSocketRequest, serve_websocket
@@ -82,6 +83,33 @@ def confine_children(config: Config) -> Confinement:
     return confinement
 
 
+def authenticate_clients(config: Config) -> Authenticator:
+    """The token checks of `[auth]`, keys read once; whether they are on is logged.
+
+    Errors: StartupError when mode "jwt" has no usable key file.
+    """
+    try:
+        authenticator = Authenticator.load(config.auth)
+    except ConfigError as exc:
+        raise StartupError(str(exc)) from None
+    if authenticator.enabled:
+        log.info(
+            "clients: JWT required (HS256 secret %s, public keys %d, audience %r)",
+            "yes" if authenticator.secret is not None else "no",
+            len(authenticator.public_keys),
+            authenticator.audience,
+        )
+    else:
+        # Loud only where it matters: off is the normal case on a developer's loopback.
+        loopback = config.server.host in ("127.0.0.1", "::1", "localhost")
+        log.log(
+            logging.INFO if loopback else logging.WARNING,
+            'clients: no authentication (auth.mode = "off"): anyone who reaches %s may run jobs',
+            config.server.host,
+        )
+    return authenticator
+
+
 async def serve(
     config: Config,
     *,
@@ -89,6 +117,8 @@ async def serve(
     task_status: trio.TaskStatus[Endpoints] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the service until cancelled or until `shutdown` is set (then drain first)."""
+    # First: a missing key file must stop the start before anything else is set up.
+    authenticator = await trio.to_thread.run_sync(authenticate_clients, config)
     version = await trio.to_thread.run_sync(ffmpeg_version, config.ffmpeg.ffmpeg)
     confinement = await trio.to_thread.run_sync(confine_children, config)
     security = config.security
@@ -105,11 +135,11 @@ async def serve(
         stopping = trio.Event()
 
         async def handler(request: WebSocketRequest) -> None:
-            await serve_connection(request, services, stopping)
+            await serve_connection(request, services, stopping, authenticator)
 
         async with trio.open_nursery() as top:
             http_port = await top.start(
-                serve_http, services, version, server.host, server.http_port
+                serve_http, services, authenticator, version, server.host, server.http_port
             )
             async with trio.open_nursery() as connections:
                 listener = trio.CancelScope()

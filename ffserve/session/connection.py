@@ -26,6 +26,7 @@ from ffserve.jobs.job import Job
 from ffserve.jobs.lifecycle import run_job
 from ffserve.jobs.quota import Quota
 from ffserve.jobs.services import Services
+from ffserve.session.auth import ANONYMOUS, Authenticator, Principal, Unauthorized
 from ffserve.session.writer import write_outbox
 from ffserve.transfer.safehttp import check_url
 from ffserve.wire.binary import BinaryFrame, UploadPart, decode_header
@@ -59,6 +60,8 @@ class Connection:
     nursery: trio.Nursery
     client: Hashable  # whose quota its jobs count against (`ffserve.jobs.quota`)
     quota: Quota
+    # Who the connection acts for (its token's subject and claims).
+    principal: Principal = ANONYMOUS
     share: ConnectionShare = attrs.field(init=False)
     jobs: dict[str, Job] = attrs.Factory(dict)
     # Recently ended job ids, so a late frame can be told apart from a wrong id.
@@ -283,32 +286,44 @@ def _announced_sizes(message: StartJob, options: Options) -> list[int]:
 
 
 async def serve_connection(
-    request: WebSocketRequest, services: Services, stopping: trio.Event
+    request: WebSocketRequest,
+    services: Services,
+    stopping: trio.Event,
+    authenticator: Authenticator,
 ) -> None:
     """The handler for one WebSocket request; returns when the client has gone.
     `stopping` is set when a draining server has no jobs left: the connection sends
-    what it owes its client and closes."""
+    what it owes its client and closes. A request without a valid token (with auth on)
+    gets 401 before the upgrade, so no job code is reached."""
     config = services.config
     metrics = services.metrics
     # Counted before the first await, so concurrent handshakes cannot overshoot the cap.
     metrics.connections += 1
     try:
+        try:
+            principal = authenticator.verify(request.request)
+        except Unauthorized as exc:
+            await _refuse(request, services, exc)
+            return
         if metrics.connections > config.server.max_connections:
             await request.reject(503, body=b"too many connections")
             return
-        client = _client_key(request)
-        quota = Quota.of(config.quotas, {})
+        client = _client_key(request, principal)
+        quota = Quota.of(config.quotas, principal.claims)
         quotas = services.admission.quotas
         try:
             quotas.connect(client, quota, trio.current_time())
         except AdmissionError as exc:
             services.audit.record(
-                "handshake_refused", client=str(client), subject=None, reason=exc.message
+                "handshake_refused",
+                client=request.peer,
+                subject=principal.subject,
+                reason=exc.message,
             )
             await request.reject(429, body=f"{exc.code}: {exc.message}".encode())
             return
         try:
-            await _serve_accepted(request, services, stopping, client, quota)
+            await _serve_accepted(request, services, stopping, client, quota, principal)
         finally:
             quotas.disconnect(client)
     except ConnectionClosed:
@@ -320,9 +335,12 @@ async def serve_connection(
         metrics.connections -= 1
 
 
-def _client_key(request: WebSocketRequest) -> Hashable:
-    """Whom a connection's quota belongs to: its peer's address."""
-    return request.peer
+def _client_key(request: WebSocketRequest, principal: Principal) -> Hashable:
+    """Whom a connection's quota belongs to: its token's subject, or without auth its
+    peer's address (tagged, so that no subject can be taken for an address)."""
+    if principal.subject is not None:
+        return ("subject", principal.subject)
+    return ("address", request.peer_host)
 
 
 async def _serve_accepted(
@@ -331,16 +349,31 @@ async def _serve_accepted(
     stopping: trio.Event,
     client: Hashable,
     quota: Quota,
+    principal: Principal,
 ) -> None:
     config = services.config
     ws = await request.accept(send_timeout=config.server.send_timeout_s)
     outbox, outgoing = Outbox.open(config.server.outbound_queue)
     async with trio.open_nursery() as nursery:
-        connection = Connection(services, outbox, nursery, client, quota)
+        connection = Connection(services, outbox, nursery, client, quota, principal)
         nursery.start_soon(write_outbox, ws, outbox, outgoing, nursery.cancel_scope)
         nursery.start_soon(_close_when_stopping, stopping, outbox)
         await _read(ws, connection)
         nursery.cancel_scope.cancel()
+
+
+async def _refuse(request: WebSocketRequest, services: Services, refused: Unauthorized) -> None:
+    """401 with the Bearer challenge (RFC 6750 3), counted and audited. The reason is a
+    fixed phrase (never token text), so the client may be told it."""
+    services.metrics.count("handshakes_unauthorized")
+    services.audit.record(
+        "handshake_refused", client=request.peer, subject=refused.subject, reason=refused.reason
+    )
+    await request.reject(
+        401,
+        body=f"unauthorized: {refused.reason}".encode(),
+        headers=[(b"www-authenticate", refused.challenge)],
+    )
 
 
 async def _read(ws: WebSocket, connection: Connection) -> None:

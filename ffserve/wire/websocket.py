@@ -222,19 +222,30 @@ class WebSocketRequest:
             self._stream, self._receive_size, self._handshake.trailing, send_timeout=send_timeout
         )
 
+    async def reject(
+        self, status: int, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._stream.send_all(refusal(status, headers, body))
+
     @property
     def peer(self) -> str:
-        """The TCP peer's address (no port), or "unknown"."""
+        """The client's address as `host:port` (`[v6]:port`), or "-" if unknown."""
         socket = getattr(self._stream, "socket", None)
         try:
             address = socket.getpeername() if socket is not None else None
         except OSError:
             address = None
-        return str(address[0]) if isinstance(address, tuple) else "unknown"
+        if not isinstance(address, tuple):
+            return "-"
+        host, port = address[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
-    async def reject(self, status: int, body: bytes = b"") -> None:
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await self._stream.send_all(refusal(status, body=body))
+    @property
+    def peer_host(self) -> str:
+        """The client's address without its port (a client, for quotas), or "-"."""
+        peer = self.peer
+        return peer if peer == "-" else peer.rsplit(":", 1)[0].strip("[]")
 
 
 async def _read_request(stream: trio.abc.Stream, receive_size: int) -> WebSocketRequest:
