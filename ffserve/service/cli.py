@@ -1,20 +1,29 @@
-"""`ffserve serve [--config PATH] [--host H] [--port N] [--http-port N]`."""
+"""`ffserve serve [--config PATH] [--host H] [--port N] [--http-port N]`, and
+`ffserve token --sub NAME [--ttl S] [--claim KEY=VALUE ...] [--config PATH]`, which
+mints an HS256 token from `[auth] secret_file` (for development, tests and operators'
+own tools; an application back-end mints its own)."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import resource
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import trio
 
 from ffserve import __version__
 from ffserve.config import Config, ConfigError
 from ffserve.service.server import StartupError, ffmpeg_version, serve
+from ffserve.session.auth import mint_token, read_secret
+
+# Claims `ffserve token` sets itself.
+RESERVED_CLAIMS = frozenset({"sub", "aud", "iat", "exp"})
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,7 +41,58 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--port", type=int, help="override [server] port")
     run.add_argument("--http-port", type=int, help="override [server] http_port")
     run.add_argument("--log-level", default="INFO")
+    mint = commands.add_parser("token", help="print an HS256 token signed with auth.secret_file")
+    mint.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML config (default: ./config.toml if it exists)",
+    )
+    mint.add_argument("--sub", required=True, help="the token's subject (who it is for)")
+    mint.add_argument("--ttl", type=int, default=3600, help="seconds it is valid (default 3600)")
+    mint.add_argument(
+        "--claim",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another claim; VALUE is JSON if it parses as JSON, else a string (repeatable)",
+    )
     return parser.parse_args(argv)
+
+
+def parse_claims(pairs: list[str]) -> dict[str, Any]:
+    """`["tier=2", "name=ann"]` -> {"tier": 2, "name": "ann"}.
+
+    Errors: ValueError naming a pair without `=` or a claim the command sets itself."""
+    claims: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--claim {pair!r} is not KEY=VALUE")
+        if key in RESERVED_CLAIMS:
+            raise ValueError(f"--claim {key} is set by --sub, --ttl and auth.audience")
+        try:
+            claims[key] = json.loads(raw)
+        except ValueError:
+            claims[key] = raw
+    return claims
+
+
+def mint(args: argparse.Namespace) -> int:
+    """Print a token for `args.sub`; 1 with a one-line error if it cannot be made."""
+    try:
+        auth = load_config(args).auth
+        if not auth.secret_file:
+            raise ConfigError("ffserve token needs auth.secret_file (the HS256 secret)")
+        secret = read_secret(Path(auth.secret_file))
+        if args.ttl <= 0:
+            raise ValueError("--ttl must be at least 1 second")
+        claims = parse_claims(args.claim)
+    except (ConfigError, ValueError) as exc:
+        print(f"ffserve: {exc}", file=sys.stderr)
+        return 1
+    print(mint_token(secret, args.sub, audience=auth.audience, ttl_s=args.ttl, claims=claims))
+    return 0
 
 
 def load_config(args: argparse.Namespace) -> Config:
@@ -40,10 +100,9 @@ def load_config(args: argparse.Namespace) -> Config:
     if path is None and Path("config.toml").is_file():
         path = Path("config.toml")
     config = Config.load(path)
+    flags = (("host", "host"), ("port", "port"), ("http_port", "http_port"))
     overrides = {
-        k: v
-        for k, v in (("host", args.host), ("port", args.port), ("http_port", args.http_port))
-        if v is not None
+        key: value for key, flag in flags if (value := getattr(args, flag, None)) is not None
     }
     return config.replace("server", **overrides) if overrides else config
 
@@ -83,6 +142,8 @@ def configure_logging(level: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command == "token":
+        return mint(args)
     configure_logging(args.log_level)
     try:
         config = load_config(args)

@@ -213,6 +213,38 @@ async def test_with_auth_off_health_and_metrics_are_open(start_server: StartServ
     assert metrics_.status_code == 200
 
 
+async def test_the_cli_mints_a_token_the_server_accepts(
+    server: Endpoints, keys: Keys, tmp_path: Path
+) -> None:
+    config = tmp_path / "client.toml"
+    config.write_text(f'[auth]\nsecret_file = "{keys.secret_file}"\n')
+    command = [sys.executable, "-m", "ffserve", "token", "--sub", "cli-user", "--ttl", "600"]
+    command += ["--claim", "tier=2", "--claim", "team=video", "--config", str(config)]
+    with trio.fail_after(30):
+        done = await trio.run_process(command, capture_stdout=True, capture_stderr=True)
+        token = done.stdout.decode().strip()
+        async with connect(server.url, token=token) as client:
+            await client.send({"type": "ping"})
+            assert await client.recv_json() == {"type": "pong"}
+    minted = jwt.decode(token, keys.secret, algorithms=["HS256"], audience="ffserve")
+    assert minted["sub"] == "cli-user" and minted["exp"] - minted["iat"] == 600
+    assert (minted["tier"], minted["team"]) == (2, "video")
+
+
+def test_the_cli_refuses_to_mint_without_a_secret(tmp_path: Path) -> None:
+    config = tmp_path / "client.toml"
+    config.write_text("")
+    done = subprocess.run(
+        [sys.executable, "-m", "ffserve", "token", "--sub", "x", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip() == "ffserve: ffserve token needs auth.secret_file (the HS256 secret)"
+
+
 def test_jwt_mode_without_a_key_file_stops_the_start_in_one_line(tmp_path: Path) -> None:
     env = {
         **os.environ,
