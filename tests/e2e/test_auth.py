@@ -304,3 +304,37 @@ async def test_no_token_reaches_a_log_record(
     for token in [refused, *accepted]:
         assert token not in logged
         assert token.rsplit(".", 1)[1] not in logged
+
+
+async def test_quotas_come_from_the_token_and_key_on_its_subject(
+    start_server: StartServer, keys: Keys, media: Media
+) -> None:
+    """A token's `quota` claim sets its client's quota; the client is the subject, so two
+    connections of one subject share it, and another subject is not held to it."""
+    server = await start_server(auth=auth_section(keys))
+    limited = hs256(keys, "tenant-a", quota={"operations": ["thumbnail"], "queued_jobs": 1})
+    with trio.fail_after(60):
+        async with (
+            connect(server.url, token=limited) as one,
+            connect(server.url, token=limited) as two,
+        ):
+            await one.start("trim", "trim", {"start_time": 0, "end_time": 1})
+            refused = await one.recv_json()
+            assert (refused["code"], refused["details"]["quota"]) == (
+                "QUOTA_EXCEEDED",
+                "operations",
+            )
+            await one.start("a", "thumbnail", {"timestamp": 0.5})  # waits for its upload
+            assert (await one.recv_json())["type"] == "ack"
+            await two.start("b", "thumbnail", {"timestamp": 0.5})  # same subject: one waiting
+            refused = await two.recv_json()
+            assert (refused["code"], refused["details"]["quota"]) == (
+                "QUOTA_EXCEEDED",
+                "queued_jobs",
+            )
+            async with connect(server.url, token=hs256(keys, "tenant-b")) as other:
+                await other.start("c", "trim", {"start_time": 0, "end_time": 1})
+                await other.upload("c", media.clip)
+                assert (await other.collect("c")).final["type"] == "completed"
+            await one.upload("a", media.clip)
+            assert (await one.collect("a")).final["type"] == "completed"
