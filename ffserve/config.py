@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from ffserve.errors import ValidationError
-from ffserve.schema import in_range, non_empty, one_of, structure
+from ffserve.schema import in_range, is_network, non_empty, one_of, structure
 
 ENV_PREFIX = "FFSERVE_"
 
@@ -42,6 +42,20 @@ class ServerConfig:
     drain_timeout_s: float = attrs.field(default=10.0, validator=in_range(0, 3600))
     # A client that takes none of a write for this long is dropped, its jobs cancelled.
     send_timeout_s: float = attrs.field(default=30.0, validator=in_range(0.1, 3600))
+    # Connections (handshakes in progress included) from one client address.
+    max_connections_per_ip: int = attrs.field(default=64, validator=in_range(1, 1_000_000))
+    # A connection with no job and no message from its client for this long is closed.
+    idle_timeout_s: float = attrs.field(default=300.0, validator=in_range(0.1, 86400))
+    # Messages (and control frames) read per second from one connection, past a burst:
+    # beyond it the connection is not read until the bucket refills (back-pressure).
+    max_messages_per_s: float = attrs.field(default=50.0, validator=in_range(0.1, 1e9))
+    message_burst: int = attrs.field(default=100, validator=in_range(1, 1_000_000_000))
+    # Peers (addresses or CIDRs, e.g. a load balancer) whose word on the client's address
+    # is taken: a PROXY protocol header when proxy_protocol, else X-Forwarded-For.
+    trusted_proxies: tuple[str, ...] = attrs.field(
+        default=(), validator=attrs.validators.deep_iterable(is_network())
+    )
+    proxy_protocol: bool = False
 
 
 @attrs.frozen
@@ -69,6 +83,10 @@ class LimitsConfig:
     # Pixels of all the frames one job's FFmpeg holds at once (one per input it opens):
     # four frames at the largest size by default.
     max_pixels_in_flight: int = attrs.field(default=4 * 7680 * 4320, validator=in_range(1, 2**40))
+    # Largest text message (KiB): a longer one closes the connection with 1009.
+    max_text_kb: int = attrs.field(default=64, validator=in_range(1, 16384))
+    # Frames under 1 KiB one message may be split into: more closes the connection (1008).
+    max_small_fragments: int = attrs.field(default=1024, validator=in_range(1, 1_000_000_000))
 
     @property
     def max_pixels(self) -> int:
@@ -105,6 +123,9 @@ class SecurityConfig:
     url_ports: tuple[int, ...] = attrs.field(
         default=(80, 443), validator=attrs.validators.deep_iterable(in_range(1, 65535))
     )
+    # Origins a browser's upgrade may come from ("https://app.example.com"); others get
+    # 403. Empty: any. Requests without an Origin header (not from a browser) are allowed.
+    allowed_origins: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -216,6 +237,10 @@ class Config:
     @property
     def max_message_bytes(self) -> int:
         return int(self.limits.max_message_mb * 1024 * 1024)
+
+    @property
+    def max_text_bytes(self) -> int:
+        return self.limits.max_text_kb * 1024
 
     @property
     def max_output_bytes(self) -> int:

@@ -7,6 +7,7 @@ not an int), no NaN or infinities, and every error names the JSON path of the ba
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -120,6 +121,20 @@ def non_empty(_: Any, attribute: attrs.Attribute[Any], value: str | None) -> Non
     """An attrs validator: a string with something in it (skipping None)."""
     if value is not None and not value.strip():
         raise FieldValueError(attribute.name, f"{attribute.name} must not be empty")
+
+
+def is_network() -> Callable[..., None]:
+    """An attrs validator: an IP address or a CIDR network ("10.0.0.0/8", "::1")."""
+
+    def check(_: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise FieldValueError(
+                attribute.name, f"{attribute.name} must hold addresses or CIDRs, got {value!r}"
+            ) from None
+
+    return check
 
 
 def structure(data: Any, cls: type[T], path: str = "$") -> T:

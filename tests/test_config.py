@@ -162,3 +162,17 @@ def test_a_required_sandbox_that_cannot_run_stops_the_start_in_one_line(tmp_path
         "is not installed"
     )
     assert "Traceback" not in done.stderr
+
+
+def test_front_door_lists_from_the_environment(tmp_path: Path) -> None:
+    env = {
+        "FFSERVE_SECURITY_ALLOWED_ORIGINS": "https://app.example.com, https://b.example.com",
+        "FFSERVE_SERVER_TRUSTED_PROXIES": '["10.0.0.0/8", "192.0.2.1"]',
+        "FFSERVE_SERVER_PROXY_PROTOCOL": "true",
+    }
+    config = Config.load(ROOT / "config.toml", env=env)
+    assert config.security.allowed_origins == ("https://app.example.com", "https://b.example.com")
+    assert config.server.trusted_proxies == ("10.0.0.0/8", "192.0.2.1")
+    assert config.server.proxy_protocol is True
+    with pytest.raises(ConfigError, match=r"server\.trusted_proxies"):
+        Config.load(None, env={"FFSERVE_SERVER_TRUSTED_PROXIES": "10.0.0.0/8,proxy.local"})
