@@ -14,7 +14,11 @@ loop and a 446 MiB peak). Unmasking here is websockets' C `apply_mask`, at ~15 G
 
 Errors: `ProtocolViolation(close_code, reason)` for anything RFC 6455 says must fail the
 connection: unmasked, reserved-bit, unknown-opcode or oversized control frames, a broken
-fragment sequence, invalid UTF-8 in text (1007) or in a close reason.
+fragment sequence, invalid UTF-8 in text (1007) or in a close reason. `LimitExceeded`
+(one of them) for a message past the decoder's limits: a text message over
+`max_text_bytes` (1009), or one split into more than `max_small_fragments` frames of
+under 1 KiB (1008): an endless message of empty fragments must end, and a text message
+must not be held to any length, since no control message needs much.
 """
 
 from __future__ import annotations
@@ -35,14 +39,18 @@ _DATA_OPCODES = frozenset({CONTINUATION, TEXT, BINARY})
 _CONTROL_OPCODES = frozenset({CLOSE, PING, PONG})
 MAX_CONTROL_PAYLOAD = 125
 # Close codes (RFC 6455 7.4.1).
-NORMAL, GOING_AWAY, PROTOCOL_ERROR, NO_STATUS, INVALID_DATA, TOO_BIG = (
+NORMAL, GOING_AWAY, PROTOCOL_ERROR, NO_STATUS, INVALID_DATA, POLICY, TOO_BIG = (
     1000,
     1001,
     1002,
     1005,
     1007,
+    1008,
     1009,
 )
+# Fragments of at least this size are real streaming, not counted against a message's
+# `max_small_fragments`: a 256 MiB upload may come in as many 64 KiB frames as it likes.
+SMALL_FRAGMENT = 1024
 _LENGTH16 = struct.Struct(">H")
 _LENGTH64 = struct.Struct(">Q")
 
@@ -87,6 +95,10 @@ class ProtocolViolation(Exception):
         self.close_code = close_code
 
 
+class LimitExceeded(ProtocolViolation):
+    """A message past one of the decoder's limits (not a breach of RFC 6455)."""
+
+
 @attrs.define
 class _Frame:
     """The header of the frame being read, and how much of its payload is left."""
@@ -108,7 +120,13 @@ class FrameDecoder:
     """Decodes what a client sends. Memory: what `feed` was given and not yet consumed,
     plus at most one control frame (125 bytes); never a whole data frame."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, max_text_bytes: int | None = None, max_small_fragments: int | None = None
+    ) -> None:
+        self._max_text = max_text_bytes
+        self._max_small = max_small_fragments
+        self._text_bytes = 0  # of the text message in progress
+        self._small_fragments = 0  # of the message in progress
         self._buffer = bytearray()
         self._pos = 0
         self._frame: _Frame | None = None
@@ -173,11 +191,28 @@ class FrameDecoder:
             (length,) = _LENGTH64.unpack_from(buffer, pos + 2)
             if length >> 63:
                 raise ProtocolViolation("frame length has its most significant bit set")
+        if opcode in _DATA_OPCODES:
+            self._check_limits(opcode, fin, length)
         mask = bytes(buffer[pos + size - 4 : pos + size])
         self._pos += size
         if opcode in (TEXT, BINARY):
             self._message = opcode
         return _Frame(opcode, fin, mask, length)
+
+    def _check_limits(self, opcode: int, fin: bool, length: int) -> None:
+        """Errors: LimitExceeded, from the frame's header, before its payload is read."""
+        if opcode != CONTINUATION:
+            self._text_bytes = self._small_fragments = 0
+        if length < SMALL_FRAGMENT and not (fin and opcode != CONTINUATION):
+            self._small_fragments += 1
+            if self._max_small is not None and self._small_fragments > self._max_small:
+                raise LimitExceeded(
+                    f"message in over {self._max_small} fragments under 1 KiB", POLICY
+                )
+        if opcode == TEXT or (opcode == CONTINUATION and self._message == TEXT):
+            self._text_bytes += length
+            if self._max_text is not None and self._text_bytes > self._max_text:
+                raise LimitExceeded(f"text message over {self._max_text} bytes", TOO_BIG)
 
     def _read_payload(self, frame: _Frame) -> Event | None:
         if frame.opcode in _CONTROL_OPCODES:

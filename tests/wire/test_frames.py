@@ -15,6 +15,7 @@ from ffserve.wire.frames import (
     Close,
     Event,
     FrameDecoder,
+    LimitExceeded,
     Ping,
     Pong,
     ProtocolViolation,
@@ -278,3 +279,43 @@ def test_a_request_a_byte_at_a_time_is_accepted() -> None:
     handshake = Handshake()
     feed(handshake, upgrade(), 1)
     assert handshake.request() is not None
+
+
+# --- per-connection limits -----------------------------------------------------------
+
+
+def test_a_text_message_over_its_byte_cap_fails_from_its_header() -> None:
+    decoder = FrameDecoder(max_text_bytes=100)
+    decoder.feed(masked(0x1, b"x" * 60, fin=False) + masked(0x0, b"y" * 40, fin=False))
+    assert [type(e) for e in decoder.events()] == [TextPart, TextPart]
+    # The next header alone (no payload sent) takes it past the cap.
+    decoder.feed(masked(0x0, b"z", fin=True)[:6])
+    with pytest.raises(LimitExceeded) as exc:
+        decoder.next_event()
+    assert exc.value.close_code == 1009
+
+
+def test_the_text_cap_counts_bytes_not_characters_and_spares_binary() -> None:
+    decoder = FrameDecoder(max_text_bytes=100)
+    decoder.feed(masked(0x2, b"b" * 1000))
+    decoder.feed(masked(0x1, "é".encode() * 50))  # 50 characters, 100 bytes: fits
+    assert [type(e) for e in decoder.events()] == [BinaryPart, TextPart]
+    decoder.feed(masked(0x1, "é".encode() * 51))
+    with pytest.raises(LimitExceeded):
+        decoder.next_event()
+
+
+def test_small_fragments_are_capped_per_message_large_ones_are_not() -> None:
+    decoder = FrameDecoder(max_small_fragments=3)
+    # Many small messages, each one frame: not fragments.
+    decoder.feed(masked(0x1, b"{}") * 10)
+    # A message in large fragments: streaming, not counted.
+    decoder.feed(masked(0x2, b"a" * 1024, fin=False) + masked(0x0, b"a" * 1024, fin=False) * 9)
+    decoder.feed(masked(0x0, b"", fin=True))
+    assert len(list(decoder.events())) == 21
+    decoder.feed(masked(0x2, b"", fin=False) + masked(0x0, b"", fin=False) * 2)
+    assert len(list(decoder.events())) == 3
+    decoder.feed(masked(0x0, b"", fin=False))
+    with pytest.raises(LimitExceeded) as exc:
+        decoder.next_event()
+    assert exc.value.close_code == 1008
