@@ -28,7 +28,8 @@ from ffserve.service.health import serve_http
 from ffserve.session.auth import Authenticator
 from ffserve.session.connection import serve_connection
 from ffserve.transfer.safehttp import open_http_client
-from ffserve.wire.websocket import WebSocketRequest, serve_websocket
+from ffserve.wire.door import FrontDoor
+from ffserve.wire.websocket import ConnectionLimits, WebSocketRequest, serve_websocket
 
 log = logging.getLogger(__name__)
 Listeners = list[trio.SocketListener]
@@ -110,6 +111,16 @@ def authenticate_clients(config: Config) -> Authenticator:
     return authenticator
 
 
+def connection_limits(config: Config) -> ConnectionLimits:
+    """What one client may make its open connection hold or do (docs/protocol.md 1)."""
+    return ConnectionLimits(
+        max_text_bytes=config.max_text_bytes,
+        max_small_fragments=config.limits.max_small_fragments,
+        messages_per_s=config.server.max_messages_per_s,
+        message_burst=config.server.message_burst,
+    )
+
+
 async def serve(
     config: Config,
     *,
@@ -155,6 +166,8 @@ async def serve(
                             handler_nursery=connections,
                             handshake_timeout=server.handshake_timeout_s,
                             receive_size=server.receive_buffer_kb * 1024,
+                            door=FrontDoor.open(config, services.metrics, services.audit),
+                            limits=connection_limits(config),
                             task_status=task_status,
                         )
 

@@ -6,7 +6,8 @@ payload goes to that job's inbox as it comes, a chunk whole, a v1 upload piece b
 The reader waits only while a job writes the previous piece or chunk, which is what
 paces a fast uploader. The writer (`ffserve.session.writer`) drains the connection's
 bounded `Outbox`. When the client goes away the nursery is cancelled, which ends every
-job of this connection (and nothing else).
+job of this connection (and nothing else). A connection left idle, with no job and no
+message, is closed (`ffserve.session.idle`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ffserve.jobs.lifecycle import run_job
 from ffserve.jobs.quota import Quota
 from ffserve.jobs.services import Services
 from ffserve.session.auth import ANONYMOUS, Authenticator, Principal, Unauthorized
+from ffserve.session.idle import IdleDeadline, close_when_idle
 from ffserve.session.writer import write_outbox
 from ffserve.transfer.safehttp import check_url
 from ffserve.wire.binary import BinaryFrame, UploadPart, decode_header
@@ -49,8 +51,6 @@ from ffserve.wire.websocket import ConnectionClosed, WebSocket, WebSocketRequest
 
 log = logging.getLogger(__name__)
 FINISHED_MEMORY = 256
-# No control message needs more; files travel in binary frames.
-MAX_TEXT_CHARS = 1024 * 1024
 
 
 @attrs.define(eq=False)
@@ -70,6 +70,7 @@ class Connection:
     refused: deque[str] = attrs.Factory(lambda: deque(maxlen=FINISHED_MEMORY))
     _text: IncomingText = attrs.Factory(lambda: IncomingText())
     _binary: IncomingBinary = attrs.Factory(lambda: IncomingBinary())
+    idle: IdleDeadline = attrs.field(init=False)
 
     async def on_message(self, text: str) -> None:
         try:
@@ -89,6 +90,11 @@ class Connection:
         self.share = ConnectionShare(
             self.services.config.jobs.per_connection_limit, self.client, self.quota
         )
+        self.idle = IdleDeadline(self.services.config.server.idle_timeout_s)
+
+    def active(self) -> None:
+        """A message came, or a job started or ended: the idle deadline moves."""
+        self.idle.reset(busy=bool(self.jobs))
 
     async def start_job(self, message: StartJob) -> None:
         job_id = message.job_id
@@ -128,6 +134,7 @@ class Connection:
         it, then run it; whatever it holds goes back together when it ends."""
         with self.services.admission.admit(self.share, job.operation, upload_sizes) as ticket:
             self.jobs[job.job_id] = job
+            self.active()
             try:
                 await self.outbox.send(Ack(job.job_id, f"{job.operation} job accepted"))
                 task_status.started()
@@ -137,6 +144,7 @@ class Connection:
                 if self.jobs.get(job.job_id) is job:
                     del self.jobs[job.job_id]
                     self.finished.append(job.job_id)
+                self.active()
 
     def cancel_job(self, message: CancelJob) -> None:
         job = self.jobs.get(message.job_id)
@@ -149,22 +157,15 @@ class Connection:
         job.cancel()
 
     async def on_text(self, part: TextPart) -> None:
-        """Collect a text message; at its end, handle it. Past MAX_TEXT_CHARS the rest is
-        dropped unread (no control message needs more) and the message refused."""
-        incoming = self._text
-        if incoming.size <= MAX_TEXT_CHARS:
-            # One buffer, not a list of parts: a client sending a message one character
-            # a fragment must not cost an object per character.
-            incoming.text.write(part.text)
-        incoming.size += len(part.text)
+        """Collect a text message; at its end, handle it. Its size is bounded below, by
+        the WebSocket's `max_text_bytes` (`[limits] max_text_kb`), which closes the
+        connection past it rather than read an endless message."""
+        # One buffer, not a list of parts: a client sending a message one character a
+        # fragment must not cost an object per character.
+        self._text.text.write(part.text)
         if not part.last:
             return
-        self._text = IncomingText()
-        if incoming.size > MAX_TEXT_CHARS:
-            raise ProtocolError(
-                f"text message of {incoming.size} characters; the limit is {MAX_TEXT_CHARS}",
-                code=ErrorCode.INVALID_JSON,
-            )
+        incoming, self._text = self._text, IncomingText()
         await self.on_message(incoming.text.getvalue())
 
     async def on_binary(self, part: BinaryPart) -> None:
@@ -230,7 +231,6 @@ class Connection:
 @attrs.define
 class IncomingText:
     text: io.StringIO = attrs.Factory(io.StringIO)
-    size: int = 0
 
 
 @attrs.define
@@ -296,17 +296,13 @@ async def serve_connection(
     what it owes its client and closes. A request without a valid token (with auth on)
     gets 401 before the upgrade, so no job code is reached."""
     config = services.config
-    metrics = services.metrics
-    # Counted before the first await, so concurrent handshakes cannot overshoot the cap.
-    metrics.connections += 1
+    # Connection caps (and their 503s) are the front door's (ffserve.wire.door): this
+    # connection has been counted since it was accepted.
     try:
         try:
             principal = authenticator.verify(request.request)
         except Unauthorized as exc:
             await _refuse(request, services, exc)
-            return
-        if metrics.connections > config.server.max_connections:
-            await request.reject(503, body=b"too many connections")
             return
         client = _client_key(request, principal)
         quota = Quota.of(config.quotas, principal.claims)
@@ -316,7 +312,7 @@ async def serve_connection(
         except AdmissionError as exc:
             services.audit.record(
                 "handshake_refused",
-                client=request.peer,
+                client=request.client,
                 subject=principal.subject,
                 reason=exc.message,
             )
@@ -331,8 +327,6 @@ async def serve_connection(
     except Exception:
         # One client's failure must never reach the server's nursery.
         log.exception("connection ended by an unexpected error")
-    finally:
-        metrics.connections -= 1
 
 
 def _client_key(request: WebSocketRequest, principal: Principal) -> Hashable:
@@ -340,7 +334,7 @@ def _client_key(request: WebSocketRequest, principal: Principal) -> Hashable:
     peer's address (tagged, so that no subject can be taken for an address)."""
     if principal.subject is not None:
         return ("subject", principal.subject)
-    return ("address", request.peer_host)
+    return ("address", request.client)
 
 
 async def _serve_accepted(
@@ -358,6 +352,7 @@ async def _serve_accepted(
         connection = Connection(services, outbox, nursery, client, quota, principal)
         nursery.start_soon(write_outbox, ws, outbox, outgoing, nursery.cancel_scope)
         nursery.start_soon(_close_when_stopping, stopping, outbox)
+        _close_when_idle(nursery, ws, connection, request)
         await _read(ws, connection)
         nursery.cancel_scope.cancel()
 
@@ -367,7 +362,7 @@ async def _refuse(request: WebSocketRequest, services: Services, refused: Unauth
     fixed phrase (never token text), so the client may be told it."""
     services.metrics.count("handshakes_unauthorized")
     services.audit.record(
-        "handshake_refused", client=request.peer, subject=refused.subject, reason=refused.reason
+        "handshake_refused", client=request.client, subject=refused.subject, reason=refused.reason
     )
     await request.reject(
         401,
@@ -382,6 +377,7 @@ async def _read(ws: WebSocket, connection: Connection) -> None:
             part = await ws.receive()
         except ConnectionClosed:
             return
+        connection.active()
         try:
             if isinstance(part, TextPart):
                 await connection.on_text(part)
@@ -395,6 +391,18 @@ async def _read(ws: WebSocket, connection: Connection) -> None:
             await connection.outbox.send(
                 Error(ErrorCode.INTERNAL_ERROR, "internal error handling the message")
             )
+
+
+def _close_when_idle(
+    nursery: trio.Nursery, ws: WebSocket, connection: Connection, request: WebSocketRequest
+) -> None:
+    """Close the connection once it has had no job and no message for `idle_timeout_s`."""
+
+    def audit() -> None:
+        audit = connection.services.audit
+        audit.record("connection_dropped", client=request.client, subject=None, reason="idle")
+
+    nursery.start_soon(close_when_idle, ws, connection.idle, nursery.cancel_scope, audit)
 
 
 async def _close_when_stopping(stopping: trio.Event, outbox: Outbox) -> None:

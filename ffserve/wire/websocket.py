@@ -2,20 +2,27 @@
 connection whose messages arrive in pieces (`ffserve.wire.frames` says why not trio-websocket).
 
     serve_websocket(handler, host, port, ...)   trio.serve_listeners
-      '- per TCP connection: read the upgrade request (within `handshake_timeout`, else
-         408), then `handler(WebSocketRequest)`; the socket is closed when the handler
-         returns. A request that is not an upgrade we take gets its HTTP error instead.
+      '- per TCP connection: a seat at the front door (`ffserve.wire.door`: counted from
+         accept to close), a PROXY header from a trusted proxy when one is expected, the
+         upgrade request (all within `handshake_timeout`, else 408), the door's checks
+         (503 over a connection cap, 403 for a browser from an origin not allowed), then
+         `handler(WebSocketRequest)`; the socket is closed when the handler returns. A
+         request that is not an upgrade we take gets its HTTP error instead.
 
 `WebSocket.receive()` returns the next `TextPart` or `BinaryPart`, answering pings on the
 way, and reads the socket only when asked, so a reader that stops asking stops the
 client (TCP back-pressure). It raises `ConnectionClosed` once the peer has closed (its
 close frame is answered), broken the protocol (it is sent the close code), or vanished.
-Sends from several tasks are serialised.
+Sends from several tasks are serialised. Per connection, `ConnectionLimits` bound what a
+client can make the server hold or do: a text message's bytes and a message's small
+fragments (past them the connection is closed, 1009 or 1008), and messages read per
+second (past the burst, reading waits for the rate: back-pressure, not an error).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -24,6 +31,7 @@ from typing import BinaryIO
 import attrs
 import trio
 
+from ffserve.wire.door import FrontDoor, Seat
 from ffserve.wire.frames import (
     BINARY,
     CLOSE,
@@ -33,7 +41,9 @@ from ffserve.wire.frames import (
     TEXT,
     BinaryPart,
     Close,
+    Event,
     FrameDecoder,
+    LimitExceeded,
     Ping,
     ProtocolViolation,
     TextPart,
@@ -41,6 +51,8 @@ from ffserve.wire.frames import (
     frame_header,
 )
 from ffserve.wire.handshake import Handshake, HandshakeFailed, UpgradeRequest, refusal
+from ffserve.wire.pacing import TokenBucket
+from ffserve.wire.proxy import ProxyHeaderInvalid, parse_proxy_header
 
 log = logging.getLogger(__name__)
 ABNORMAL = 1006  # no close frame: the peer vanished (never sent on the wire)
@@ -51,6 +63,8 @@ _FILE_PIECE = 1024 * 1024
 # Its own threads: a frame's reads hold the send lock (pongs, close frames wait behind
 # them), so they must not queue behind long jobs in Trio's default thread limiter.
 _FILE_READS = trio.CapacityLimiter(8)
+# A binary message this large is paced by its bytes, not by the message rate.
+_BULK = 64 * 1024
 # How long a close frame may wait to go out (behind a send to a client that stopped reading).
 CLOSE_SEND_S = 5.0
 
@@ -60,6 +74,24 @@ class ConnectionClosed(Exception):
         super().__init__(f"WebSocket closed ({code}{': ' + reason if reason else ''})")
         self.code = code
         self.reason = reason
+
+
+@attrs.frozen
+class ConnectionLimits:
+    """What one client may make its connection hold or do (None, inf: no limit)."""
+
+    max_text_bytes: int | None = None
+    max_small_fragments: int | None = None
+    messages_per_s: float = math.inf
+    message_burst: int = 100
+
+
+# Told (event, reason) when the connection hits a limit, to audit it.
+Report = Callable[[str, str], None]
+
+
+def _ignore(event: str, reason: str) -> None:
+    pass
 
 
 class WebSocket:
@@ -72,14 +104,27 @@ class WebSocket:
         initial: bytes = b"",
         *,
         send_timeout: float = math.inf,
+        limits: ConnectionLimits = ConnectionLimits(),
+        report: Report = _ignore,
     ) -> None:
         self._stream = stream
         self._receive_size = receive_size
         # A client that takes nothing of a write for this long is dropped: its sends
         # must not hold the jobs (and their worker slots) that wait behind them.
         self._send_timeout = send_timeout
-        self._decoder = FrameDecoder()
+        self._decoder = FrameDecoder(
+            max_text_bytes=limits.max_text_bytes, max_small_fragments=limits.max_small_fragments
+        )
         self._decoder.feed(initial)
+        self._bucket = (
+            TokenBucket(limits.messages_per_s, limits.message_burst)
+            if limits.messages_per_s < math.inf
+            else None
+        )
+        self._report = report
+        self._throttled = False
+        self._in_message = False  # a data message is part-way through
+        self._binary_size = 0  # of the binary message in progress
         self._send_lock = trio.StrictFIFOLock()
         self._close_sent = False
         self._closed: tuple[int, str] | None = None
@@ -93,15 +138,20 @@ class WebSocket:
             await trio.lowlevel.checkpoint()
             if self._closed is not None:
                 raise ConnectionClosed(*self._closed)
+            await self._pace()
             try:
                 event = self._decoder.next_event()
             except ProtocolViolation as exc:
+                if isinstance(exc, LimitExceeded):
+                    self._report("connection_dropped", exc.reason)
                 await self._send_close(exc.close_code, exc.reason)
                 self._closed = (exc.close_code, exc.reason)
                 continue
             if event is None:
                 await self._receive_some()
-            elif isinstance(event, TextPart | BinaryPart):
+                continue
+            self._count(event)
+            if isinstance(event, TextPart | BinaryPart):
                 if not self._close_sent:  # else closing: drain until the peer's close
                     return event
             elif isinstance(event, Ping):
@@ -113,6 +163,36 @@ class WebSocket:
                 await self._send_close(code, "")
                 self._closed = (event.code, event.reason)
             # A Pong needs nothing: this server sends no pings of its own.
+
+    async def _pace(self) -> None:
+        """Without a token for the next message, wait for one before reading on: the
+        client's sends then back up (TCP back-pressure) instead of the event loop."""
+        if self._bucket is None:
+            return
+        wait = self._bucket.delay(trio.current_time())
+        if wait > 0:
+            if not self._throttled:  # once per connection: a flood is one event
+                self._throttled = True
+                self._report("rate_limited", "over the message rate")
+            await trio.sleep(wait)
+
+    def _count(self, event: Event) -> None:
+        """A token for each control frame, text message (at its first part) and small
+        binary message (at its end). A binary message of `_BULK` bytes or more costs
+        none: its bytes, which TCP paces, cost more than its events, and chunked
+        uploads must not be held to a message rate."""
+        if isinstance(event, TextPart | BinaryPart):
+            first = not self._in_message
+            self._in_message = not event.last
+            if isinstance(event, BinaryPart):
+                self._binary_size = 0 if first else self._binary_size
+                self._binary_size += len(event.data)
+                if not event.last or self._binary_size >= _BULK:
+                    return
+            elif not first:
+                return
+        if self._bucket is not None:
+            self._bucket.take(trio.current_time())
 
     async def send(self, message: str | bytes) -> None:
         """Send one message as one frame. Errors: ConnectionClosed."""
@@ -211,6 +291,10 @@ class WebSocketRequest:
     _handshake: Handshake
     request: UpgradeRequest
     _receive_size: int
+    # The client's address (a trusted proxy's word, else the peer's), for logs and caps.
+    client: str = ""
+    limits: ConnectionLimits = ConnectionLimits()
+    _report: Report = _ignore
 
     async def accept(self, *, send_timeout: float = math.inf) -> WebSocket:
         """Errors: ConnectionClosed if the client has gone."""
@@ -219,8 +303,17 @@ class WebSocketRequest:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise ConnectionClosed(ABNORMAL, "connection lost") from None
         return WebSocket(
-            self._stream, self._receive_size, self._handshake.trailing, send_timeout=send_timeout
+            self._stream,
+            self._receive_size,
+            self._handshake.trailing,
+            send_timeout=send_timeout,
+            limits=self.limits,
+            report=self._report,
         )
+
+    def audit(self, event: str, reason: str) -> None:
+        """Record that this connection was refused or dropped (the front door's audit)."""
+        self._report(event, reason)
 
     async def reject(
         self, status: int, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None
@@ -241,19 +334,45 @@ class WebSocketRequest:
         host, port = address[:2]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
-    @property
-    def peer_host(self) -> str:
-        """The client's address without its port (a client, for quotas), or "-"."""
-        peer = self.peer
-        return peer if peer == "-" else peer.rsplit(":", 1)[0].strip("[]")
+
+async def _read_proxy_header(stream: trio.abc.Stream) -> tuple[str | None, bytes]:
+    """The client a trusted proxy relays (None: its own), and the bytes after the header.
+
+    Errors: HandshakeFailed (400) for anything but a valid PROXY header."""
+    data = b""
+    while True:
+        # Small reads: the header is at most a few hundred bytes, and what follows it
+        # is the client's request, which the handshake reads with its own bound.
+        piece = await stream.receive_some(4096)
+        if not piece:
+            raise HandshakeFailed("connection closed before its PROXY header")
+        data += piece
+        try:
+            header = parse_proxy_header(data)
+        except ProxyHeaderInvalid as exc:
+            raise HandshakeFailed(f"bad PROXY header: {exc}", refusal(400)) from None
+        if header is not None:
+            return header.client, data[header.length :]
 
 
-async def _read_request(stream: trio.abc.Stream, receive_size: int) -> WebSocketRequest:
-    """Errors: HandshakeFailed."""
+async def _read_request(stream: trio.abc.Stream, receive_size: int, initial: bytes) -> Handshake:
+    """A handshake whose request has been read whole. Errors: HandshakeFailed."""
     handshake = Handshake()
-    while (request := handshake.request()) is None:
+    if initial:
+        handshake.receive_data(initial)
+    while handshake.request() is None:
         handshake.receive_data(await stream.receive_some(receive_size))
-    return WebSocketRequest(stream, handshake, request, receive_size)
+    return handshake
+
+
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        address = ipaddress.ip_address(stream.socket.getpeername()[0])
+    except (OSError, ValueError, IndexError):
+        return "unknown"
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
 
 
 async def serve_websocket(
@@ -264,35 +383,62 @@ async def serve_websocket(
     handler_nursery: trio.Nursery,
     handshake_timeout: float,
     receive_size: int,
+    door: FrontDoor,
+    limits: ConnectionLimits = ConnectionLimits(),
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Accept WebSocket connections until cancelled; `task_status.started(listeners)`."""
+    """Accept WebSocket connections until cancelled; `task_status.started(listeners)`.
+    Each connection's `limits` apply once it is open."""
     listeners = await trio.open_tcp_listeners(port, host=host)
 
     async def on_connection(stream: trio.SocketStream) -> None:
         async with stream:
+            with door.seat(_peer(stream)) as seat:
+                try:
+                    await serve(stream, seat)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass  # the client went away during the handshake
+                except Exception:
+                    # One client's failure must never reach the listener's nursery.
+                    log.exception("WebSocket connection ended by an unexpected error")
+
+    async def enter(stream: trio.SocketStream, seat: Seat) -> WebSocketRequest:
+        """Through the front door: who the client is, its request, the door's checks.
+
+        Errors: HandshakeFailed."""
+        client, initial = None, b""
+        if door.expects_proxy_header(seat):
+            client, initial = await _read_proxy_header(stream)
+        door.identify(seat, client)
+        handshake = await _read_request(stream, receive_size, initial)
+        request = handshake.request()
+        assert request is not None
+        door.admit(seat, request)
+
+        def report(event: str, reason: str) -> None:
+            door.audit.record(event, client=seat.client, subject=None, reason=reason)
+
+        return WebSocketRequest(
+            stream, handshake, request, receive_size, seat.client, limits, report
+        )
+
+    async def serve(stream: trio.SocketStream, seat: Seat) -> None:
+        request: WebSocketRequest | None = None
+        refused = b""
+        with trio.move_on_after(handshake_timeout) as waiting:
             try:
-                request: WebSocketRequest | None = None
-                refused = b""
-                with trio.move_on_after(handshake_timeout) as waiting:
-                    try:
-                        request = await _read_request(stream, receive_size)
-                    except HandshakeFailed as exc:
-                        refused = exc.response
-                if waiting.cancelled_caught:
-                    refused = refusal(408)  # say why, rather than a silent close
-                if request is not None:
-                    await handler(request)
-                elif refused:
-                    # Bounded like a close frame: a client that does not read its answer
-                    # must not hold the connection.
-                    with trio.move_on_after(CLOSE_SEND_S):
-                        await stream.send_all(refused)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass  # the client went away during the handshake
-            except Exception:
-                # One client's failure must never reach the listener's nursery.
-                log.exception("WebSocket connection ended by an unexpected error")
+                request = await enter(stream, seat)
+            except HandshakeFailed as exc:
+                refused = exc.response
+        if waiting.cancelled_caught:
+            refused = refusal(408)  # say why, rather than a silent close
+        if request is not None:
+            await handler(request)
+        elif refused:
+            # Bounded like a close frame: a client that does not read its answer must
+            # not hold the connection.
+            with trio.move_on_after(CLOSE_SEND_S):
+                await stream.send_all(refused)
 
     await trio.serve_listeners(
         on_connection, listeners, handler_nursery=handler_nursery, task_status=task_status
