@@ -141,3 +141,27 @@ def generate(
         ),
         big=wav(directory / f"big_{upload_mb:g}MiB.wav", upload_mb, ffmpeg=ffmpeg),
     )
+
+
+def tone(path: Path, seconds: float, *, ffmpeg: str = "ffmpeg") -> Path:
+    """A mono 44.1 kHz sine as FLAC: small to upload, ~88 KB a second once extracted to WAV."""
+    subprocess.run(
+        [
+            ffmpeg,
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=440:duration={seconds:g}:sample_rate=44100",
+            "-ac",
+            "1",
+            "-c:a",
+            "flac",
+            str(path),
+        ],
+        check=True,
+        timeout=120,
+    )
+    return path
