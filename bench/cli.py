@@ -24,7 +24,7 @@ import trio
 from bench import plot
 from bench.media import Media, generate
 from bench.report import Report
-from bench.scenarios import SCENARIOS, Bench, Sizes, run_scenario
+from bench.scenarios import DEFAULT_SCENARIOS, OPT_IN, SCENARIOS, Bench, Sizes, run_scenario
 from bench.server import REPO, Target, TargetError, connect_target, open_server
 
 DEFAULT_JSON = REPO / "bench" / "results" / "latest.json"
@@ -50,7 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     what.add_argument("--quick", action="store_true", help="small N: under two minutes")
     what.add_argument(
         "--scenarios",
-        help=f"comma-separated subset of: {', '.join(SCENARIOS)}",
+        help=f"comma-separated subset of: {', '.join(SCENARIOS)} "
+        f"(run only when named: {', '.join(sorted(OPT_IN))})",
     )
     what.add_argument("-n", "--jobs", type=int, help="N of the small-job and throughput runs")
     what.add_argument("--concurrency", type=int, help="client concurrency of the throughput run")
@@ -72,6 +73,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     what.add_argument("--connections", type=int, help="idle connections to open")
     what.add_argument("--fairness-jobs", type=int, help="jobs queued by the crowded connection")
     what.add_argument("--timeout", type=float, help="seconds each scenario may take at most")
+    what.add_argument(
+        "--abuse-seconds",
+        type=float,
+        help="length of each phase of the abuse scenario (default 12, quick 4)",
+    )
     out = parser.add_argument_group("output")
     out.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"default {DEFAULT_JSON}")
     out.add_argument("--plot", type=Path, help="also write an HTML report with charts")
@@ -96,6 +102,7 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
         ("connections", args.connections),
         ("fairness_jobs", args.fairness_jobs),
         ("scenario_timeout_s", args.timeout),
+        ("abuse_phase_s", args.abuse_seconds),
     ):
         if value is not None:
             changes[field] = value
@@ -202,15 +209,25 @@ async def _run_all(
     return report
 
 
+def scenario_names(asked: str | None) -> list[str]:
+    """The scenarios to run: those named in `--scenarios`, else the default run (every
+    scenario but the opt-in ones). Errors: ValueError naming unknown scenarios."""
+    if not asked:
+        return list(DEFAULT_SCENARIOS)
+    names = [n.strip() for n in asked.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise ValueError(f"unknown scenario(s) {', '.join(unknown)}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    names = list(SCENARIOS)
-    if args.scenarios:
-        names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
-        unknown = [n for n in names if n not in SCENARIOS]
-        if unknown:
-            print(f"bench: unknown scenario(s) {', '.join(unknown)}", file=sys.stderr)
-            return 2
+    try:
+        names = scenario_names(args.scenarios)
+    except ValueError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
     try:
         report = trio.run(run, args, names)
     except TargetError as exc:

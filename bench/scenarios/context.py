@@ -34,6 +34,9 @@ class Sizes:
     ping_interval_s: float = 0.05
     job_timeout_s: float = 120.0
     scenario_timeout_s: float = 600.0
+    abuse_phase_s: float = 12.0  # each phase of the abuse scenario, idle and each attack
+    abuse_connections: int = 1000  # the connection flood's attempts
+    abuse_unfinished: int = 200  # connections each left with an unfinished text message
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -48,6 +51,9 @@ class Sizes:
             connections=200,
             fairness_jobs=12,
             scenario_timeout_s=90.0,
+            abuse_phase_s=4.0,
+            abuse_connections=200,
+            abuse_unfinished=50,
         )
 
 
