@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import attrs
@@ -17,13 +18,16 @@ import trio
 
 from bench.baseline import PlainFFmpeg
 from bench.chunked import ChunkedJob, Outcome, chunk_header, split_frame
-from bench.cli import main
+from bench.cli import main, scenario_names
 from bench.media import Media, clip
 from bench.pinger import Phase, PingLog
 from bench.plot import cdf_svg, render
 from bench.procstat import ProcessWatch, parse_stat, parse_status
+from bench.rawws import CLOSE, CONTINUATION, TEXT, mask, masked, parse_frame, response_status
 from bench.report import NOT_RUN, SCHEMA, Goal, Report, ScenarioResult
-from bench.scenarios import SCENARIOS, Bench, Sizes
+from bench.scenarios import DEFAULT_SCENARIOS, SCENARIOS, Bench, Sizes
+from bench.scenarios.abuse import abuse, judge
+from bench.scenarios.attacks import Attacker, Observed, reply_kind
 from bench.scenarios.big_file import big_file
 from bench.server import Target, is_loopback
 from bench.stats import Summary, percentile, rate, ratio
@@ -259,6 +263,106 @@ async def test_big_file_is_not_run_without_chunked_transfer(tmp_path: Path) -> N
     assert not await trio.Path(tmp_path / "big_file").exists()  # nothing generated
 
 
+# --- the abuse scenario ------------------------------------------------------------------
+
+
+def test_abuse_runs_only_when_named() -> None:
+    assert "abuse" in SCENARIOS and "abuse" not in DEFAULT_SCENARIOS
+    assert scenario_names(None) == DEFAULT_SCENARIOS
+    assert scenario_names("abuse, fairness") == ["abuse", "fairness"]
+    with pytest.raises(ValueError, match="nonsense"):
+        scenario_names("abuse,nonsense")
+
+
+def test_raw_frames_are_masked_and_parsed() -> None:
+    key = b"\x01\x02\x03\x04"
+    assert mask(mask(b"hello world", key), key) == b"hello world"
+    frame = masked(TEXT, b"x" * 300, fin=False, key=key)
+    assert frame[0] == TEXT and frame[1] == 0x80 | 126  # FIN clear, masked, 16-bit length
+    assert frame[4:8] == key and mask(frame[8:], key) == b"x" * 300
+    assert masked(CONTINUATION, b"", fin=False)[:2] == b"\x00\x80"
+    assert len(masked(CONTINUATION, b"", fin=False)) == 6
+    # Server frames are unmasked; an incomplete one stays in the buffer.
+    buffer = bytearray(b"\x81\x05hello\x88\x02\x03\xf1\x82\x7e\x01")
+    first = parse_frame(buffer)
+    assert first is not None and (first.fin, first.opcode, first.payload) == (True, TEXT, b"hello")
+    close = parse_frame(buffer)
+    assert close is not None and close.opcode == CLOSE and close.close_code == 1009
+    assert parse_frame(buffer) is None and buffer == bytearray(b"\x82\x7e\x01")
+    assert response_status(b"HTTP/1.1 429 Too Many Requests\r\nX: y") == 429
+    assert response_status(b"garbage") == 0
+    assert reply_kind(b'{"type": "error", "code": "QUOTA_EXCEEDED"}') == "QUOTA_EXCEEDED"
+    assert reply_kind(b'{"type": "ack", "job_id": "j"}') == "ack"
+    assert reply_kind(b"[") == "not JSON"
+
+
+async def test_attacker_counts_what_the_server_did(nursery: trio.Nursery) -> None:
+    """Against a fake server: one connection accepted then closed with 1008 after a reply,
+    one refused with 429, one held open; every socket closed at the end."""
+    answers = iter([b"101 Switching Protocols", b"429 Too Many Requests", b"101 OK"])
+    peers: list[str] = []
+
+    async def fake(stream: trio.SocketStream) -> None:
+        peers.append(stream.socket.getpeername()[0])
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += await stream.receive_some(4096)
+        answer = next(answers)
+        await stream.send_all(b"HTTP/1.1 " + answer + b"\r\n\r\n")
+        if answer == b"101 Switching Protocols":
+            reply = b'{"type": "error", "code": "BUSY"}'
+            await stream.send_all(bytes([0x81, len(reply)]) + reply + b"\x88\x02\x03\xf0")
+        await trio.sleep_forever()
+
+    listeners = await nursery.start(partial(trio.serve_tcp, fake, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    observed = Observed()
+    attacker = Attacker("127.0.0.1", port, "127.0.0.2", observed)
+    with trio.fail_after(10):
+        first = await attacker.connect()
+        assert first is not None
+        await attacker.watch(first)
+        assert await attacker.connect() is None
+        assert await attacker.connect() is not None
+        await attacker.close_all()
+    assert peers == ["127.0.0.2"] * 3
+    assert (observed.attempted, observed.accepted) == (3, 2)
+    figures = observed.figures()
+    assert figures["refused"] == "HTTP 429 x1" and figures["replies"] == "BUSY x1"
+    assert observed.ended == {"ended by server: close 1008": 1, "still open": 1}
+    assert attacker.sockets == []
+
+
+async def test_abuse_needs_an_ipv4_loopback_target(tmp_path: Path) -> None:
+    v6 = Target("ws://[::1]:1/", None, {}, 2, None, spawned=False)
+    media = Media(tmp_path / "s.mp4", tmp_path / "l.mp4", tmp_path / "b.wav")
+    result = ScenarioResult("abuse", "abuse")
+    await abuse(Bench(v6, media, Sizes.quick(), tmp_path / "plain"), result)
+    assert result.status == NOT_RUN and result.reason is not None and "127." in result.reason
+    assert len(result.goals) == 10 and all(g.value is None for g in result.goals)
+
+
+def test_abuse_goals_compare_each_attack_with_idle() -> None:
+    result = ScenarioResult("abuse", "abuse")
+    result.series.update(
+        {
+            "victim job (idle)": [0.1, 0.1, 0.1],
+            "side ping (idle)": [0.001] * 10,
+            "victim job (flood)": [0.3, 0.3],
+            "side ping (flood)": [0.001] * 10,
+            "victim job (cut_off)": [],  # no job done: the worst, not "not measured"
+            "side ping (cut_off)": [0.0015] * 10,
+        }
+    )
+    judge(result, ["idle", "flood", "cut_off"])
+    goals = {g.name: g for g in result.goals}
+    assert goals["victim job p50, flood / idle"].value == pytest.approx(3.0)
+    assert goals["victim job p50, flood / idle"].met is False
+    assert goals["side ping p99, flood / idle"].met is True
+    assert goals["victim job p50, cut_off / idle"].met is False
+    assert goals["side ping p99, cut_off / idle"].value == pytest.approx(1.5)
+
+
 # --- plain FFmpeg ---------------------------------------------------------------------
 
 
@@ -296,7 +400,7 @@ def test_quick_bench_produces_a_complete_report(tmp_path: Path) -> None:
     assert data["schema"] == SCHEMA and data["mode"] == "quick"
     assert data["target"]["started_by_bench"] is True and data["target"]["workers"] >= 1
     scenarios = {s["name"]: s for s in data["scenarios"]}
-    assert list(scenarios) == list(SCENARIOS)
+    assert list(scenarios) == DEFAULT_SCENARIOS  # abuse only when named
     # Series that may be empty with tiny sizes: a 4 MiB upload can fall between two pings.
     may_be_empty = {"side ping (upload)", "side ping (delivery)", "side ping (processing)"}
     for name, scenario in scenarios.items():
@@ -339,5 +443,5 @@ def test_quick_bench_produces_a_complete_report(tmp_path: Path) -> None:
     assert "side ping p99, big chunked upload" in goals
     text = done.stdout
     assert "== targets (issue 5, part 4) ==" in text
-    assert all(f"[{name}]" in text for name in SCENARIOS)
+    assert all(f"[{name}]" in text for name in DEFAULT_SCENARIOS)
     assert "<svg" in page.read_text()
