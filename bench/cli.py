@@ -1,6 +1,7 @@
 """`python -m bench` / `just bench`: load-test ffserve against plain FFmpeg, print a report.
 
-python -m bench                         start a server, run every scenario
+python -m bench                         start a server, run every scenario but the opt-in ones
+python -m bench --scenarios abuse       only those named (abuse runs only when named)
 python -m bench --quick                 a reduced set, under two minutes
 python -m bench --url ws://127.0.0.1:8080/   bench a running v1 server instead
 """
