@@ -376,6 +376,11 @@ async def _read(ws: WebSocket, connection: Connection) -> None:
         try:
             part = await ws.receive()
         except ConnectionClosed:
+            if ws.failure is not None:
+                # The client broke the protocol: what its earlier messages are owed goes
+                # out first, then the close frame; the writer then ends the connection.
+                await connection.outbox.fail(*ws.failure)
+                await trio.sleep_forever()
             return
         connection.active()
         try:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from ffserve.wire.frames import GOING_AWAY
-from ffserve.wire.outbox import FileFrame, Outbox, Outgoing
+from ffserve.wire.outbox import Closing, FileFrame, Outbox, Outgoing
 from ffserve.wire.websocket import ConnectionClosed, WebSocket
 
 # How long a client told to go may take to answer the close frame.
@@ -23,11 +22,12 @@ async def write_outbox(
     async with outgoing:
         try:
             async for frame in outgoing:
-                if frame is None:
-                    # The reader ends the connection when the client answers the close
-                    # frame; one that never does is cut off.
-                    await ws.close(GOING_AWAY, "server shutting down")
-                    await trio.sleep(CLOSE_HANDSHAKE_S)
+                if isinstance(frame, Closing):
+                    await ws.close(frame.code, frame.reason)
+                    if frame.await_reply:
+                        # The reader ends the connection when the client answers the
+                        # close frame; one that never does is cut off.
+                        await trio.sleep(CLOSE_HANDSHAKE_S)
                     break
                 try:
                     if isinstance(frame, FileFrame):

@@ -8,8 +8,9 @@ once, so a stalled reader pins a couple of chunks (or open files), not a queue f
 them. Progress updates are the exception: they are offered without waiting and dropped
 when the queue is full, because a newer one will follow and a late one is worthless.
 
-`close()` queues an end marker (`None`) behind everything already owed to the client:
-the writer sends those frames, then closes the WebSocket (server shutdown).
+`close()` queues an end marker (`Closing`) behind everything already owed to the client:
+the writer sends those frames, then the close frame (server shutdown: 1001, waiting for
+the client's answer; a protocol error the client made: its code, closing at once).
 """
 
 from __future__ import annotations
@@ -40,8 +41,19 @@ class FileFrame:
 
 
 Frame = str | bytes | FileFrame
-# What the writer receives: a frame, or None for "close the connection now".
-Outgoing = Frame | None
+
+
+@attrs.frozen
+class Closing:
+    """The end marker: send this close frame after what is queued before it."""
+
+    code: int
+    reason: str
+    await_reply: bool  # wait for the client's close frame (a graceful close)
+
+
+# What the writer receives: a frame, or the end marker.
+Outgoing = Frame | Closing
 
 
 @attrs.define(eq=False)
@@ -99,9 +111,14 @@ class Outbox:
             return False
         return True
 
-    async def close(self) -> None:
+    async def close(self, code: int = 1001, reason: str = "server shutting down") -> None:
         """Queue a graceful close after the frames already queued (waits if full)."""
-        await self._send.send(None)
+        await self._send.send(Closing(code, reason, await_reply=True))
+
+    async def fail(self, code: int, reason: str) -> None:
+        """Queue the close frame a protocol error is answered with, after the replies
+        already owed to the client's earlier messages (waits if full)."""
+        await self._send.send(Closing(code, reason, await_reply=False))
 
 
 @attrs.define(eq=False)

@@ -128,9 +128,15 @@ class WebSocket:
         self._send_lock = trio.StrictFIFOLock()
         self._close_sent = False
         self._closed: tuple[int, str] | None = None
+        # A protocol error of the client's: the close frame it is owed, not yet sent.
+        self.failure: tuple[int, str] | None = None
 
     async def receive(self) -> TextPart | BinaryPart:
-        """The next piece of a message. Errors: ConnectionClosed."""
+        """The next piece of a message.
+
+        Errors: ConnectionClosed. After a protocol error of the client's it is raised with
+        `failure` set to the close frame owed, which the caller sends with `close` once
+        the replies it owes the messages before the error are out."""
         while True:
             # One checkpoint per event: frames that carry nothing (empty fragments, pongs)
             # decode with no I/O, and a buffer full of them must not hold the event loop.
@@ -144,8 +150,9 @@ class WebSocket:
             except ProtocolViolation as exc:
                 if isinstance(exc, LimitExceeded):
                     self._report("connection_dropped", exc.reason)
-                await self._send_close(exc.close_code, exc.reason)
-                self._closed = (exc.close_code, exc.reason)
+                # Nothing more is read; the close frame it is owed goes out after the
+                # replies owed to its earlier messages (`failure`; `close` sends it).
+                self.failure = self._closed = (exc.close_code, exc.reason)
                 continue
             if event is None:
                 await self._receive_some()

@@ -372,7 +372,9 @@ async def test_unfinished_text_messages_hold_little_memory(
     (1,500 connections: 1.0 -> 7.3 GiB). Now 200 connections each holding 60 KiB of an
     unfinished text message stay open, and one that goes on past 64 KiB is closed
     (1009) instead of buffered: the server's memory grows by far less than 64 MiB."""
-    server = await start_server(server={"max_connections_per_ip": 1000})
+    server = await start_server(
+        server={"max_connections_per_ip": 1000}, quotas={"connections": 1000}
+    )
     clients = 200
     with trio.fail_after(120):
         before = rss()

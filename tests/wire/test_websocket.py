@@ -125,6 +125,24 @@ async def test_a_protocol_violation_closes_with_1002_and_the_server_goes_on(
         await still_serving(server)
 
 
+async def test_replies_owed_before_a_protocol_error_are_sent_before_its_close(
+    server: Endpoints,
+) -> None:
+    """Found: the close frame for a protocol error went out ahead of the pongs owed to
+    the valid messages before it, which were then dropped."""
+    ping = masked(0x1, b'{"type": "ping"}')
+    with trio.fail_after(10):
+        raw = await open_raw(server)
+        await raw.stream.send_all(ping * 20 + b"\x82\x03abc")  # then an unmasked frame
+        frames = []
+        while not frames or frames[-1][0] != 0x8:
+            frames.append(await raw.frame())
+        assert [json.loads(p) for _, p in frames[:-1]] == [{"type": "pong"}] * 20
+        assert struct.unpack(">H", frames[-1][1][:2])[0] == 1002
+        assert await raw.at_eof()
+        await still_serving(server)
+
+
 async def test_invalid_utf8_text_closes_with_1007(server: Endpoints) -> None:
     with trio.fail_after(10):
         raw = await open_raw(server)
