@@ -121,7 +121,7 @@ async def test_no_token_gets_401_and_no_job_runs(
     assert "jobs_started" not in text
     assert job_dirs(workdir) == []
     (line,) = [m for m in caplog.messages if "handshake_refused" in m]
-    assert "client=127.0.0.1:" in line and "reason='no token'" in line
+    assert "client=127.0.0.1 " in line and "reason='no token'" in line
 
 
 @pytest.mark.parametrize(
