@@ -36,21 +36,36 @@ podman build --format docker "${LIMITS[@]}" "${BUILD[@]}" -t "$TAG" -f Container
 podman image inspect "$TAG" --format 'image size: {{.Size}} bytes; healthcheck: {{.Config.Healthcheck.Test}}'
 
 podman rm -f "$NAME" >/dev/null 2>&1 || true
-trap 'podman rm -f "$NAME" >/dev/null 2>&1 || true' EXIT
+secret=$(mktemp /tmp/ffserve-jwt.XXXXXX)
+trap 'podman rm -f "$NAME" >/dev/null 2>&1 || true; rm -f "$secret"' EXIT
+head -c 48 /dev/urandom | base64 >"$secret"
+chmod 644 "$secret"  # the server runs as uid 10001 in the container
+SECRET=(-v "$secret:/run/secrets/ffserve-jwt:ro")
+
+echo "== without a token key the image refuses to start (auth is on by default)"
+if podman run --rm "${LIMITS[@]}" "${SANDBOX[@]}" "$TAG" >/tmp/ffserve-nokey.log 2>&1; then
+    echo "FAIL: started with auth on and no key"; exit 1
+fi
+tail -n 1 /tmp/ffserve-nokey.log
+grep -q "secret" /tmp/ffserve-nokey.log || { echo "FAIL: the refusal does not name the key"; exit 1; }
 
 echo "== without the sandbox options the image refuses to start"
-if podman run --rm "${LIMITS[@]}" "$TAG" >/tmp/ffserve-nosandbox.log 2>&1; then
+if podman run --rm "${LIMITS[@]}" "${SECRET[@]}" "$TAG" >/tmp/ffserve-nosandbox.log 2>&1; then
     echo "FAIL: started without a working sandbox"; exit 1
 fi
 tail -n 2 /tmp/ffserve-nosandbox.log
 
 echo "== run"
-podman run -d --name "$NAME" "${LIMITS[@]}" "${SANDBOX[@]}" \
+podman run -d --name "$NAME" "${LIMITS[@]}" "${SANDBOX[@]}" "${SECRET[@]}" \
     -p 127.0.0.1:18080:8080 -p 127.0.0.1:18081:8081 "$TAG" >/dev/null
 for _ in $(seq 100); do
-    curl -fsS http://127.0.0.1:18081/health >/tmp/ffserve-health.json 2>/dev/null && break
+    curl -fsS http://127.0.0.1:18081/health >/tmp/ffserve-health-open.json 2>/dev/null && break
     sleep 0.2
 done
+echo "/health without a token: $(cat /tmp/ffserve-health-open.json)"
+grep -q '"namespaces"' /tmp/ffserve-health-open.json && { echo "FAIL: details without a token"; exit 1; }
+token=$(podman exec "$NAME" ffserve token --sub image-test --ttl 600 --config /app/config.toml)
+curl -fsS -H "Authorization: Bearer $token" http://127.0.0.1:18081/health >/tmp/ffserve-health.json
 python3 -m json.tool /tmp/ffserve-health.json
 grep -q '"namespaces": true' /tmp/ffserve-health.json || { echo "FAIL: sandbox not active"; exit 1; }
 uid=$(podman exec "$NAME" id -u)
@@ -58,7 +73,12 @@ echo "server uid in the container: $uid"
 [ "$uid" != 0 ] || { echo "FAIL: runs as root"; exit 1; }
 
 echo "== a real job from the host, then a running FFmpeg inspected"
-python scripts/image_job.py ws://127.0.0.1:18080/ "$NAME"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Connection: Upgrade" -H "Upgrade: websocket" \
+    -H "Sec-WebSocket-Version: 13" -H "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==" \
+    http://127.0.0.1:18080/)
+echo "upgrade without a token: HTTP $code"
+[ "$code" = 401 ] || { echo "FAIL: expected 401"; exit 1; }
+python scripts/image_job.py ws://127.0.0.1:18080/ "$NAME" "$token"
 
 echo "== podman stop -t 30 (the client has gone, so has its job: a drain with jobs running is not tested here)"
 start=$(date +%s.%N)

@@ -1,7 +1,7 @@
 """Drive a running ffserve image from the host: one real v1 job, probed; then a long job
 whose FFmpeg is inspected inside the container. Used by `just image-test`.
 
-    python scripts/image_job.py ws://127.0.0.1:18080/ CONTAINER
+    python scripts/image_job.py ws://127.0.0.1:18080/ CONTAINER [TOKEN]
 """
 
 from __future__ import annotations
@@ -21,14 +21,15 @@ def frame(job_id: str, name: str, data: bytes) -> bytes:
     return struct.pack(">I", len(header)) + header + data
 
 
-async def run(url: str, container: str) -> None:
+async def run(url: str, container: str, token: str | None = None) -> None:
     work = Path(tempfile.mkdtemp(prefix="image-test-"))
     clip = work / "clip.mp4"
     await trio.run_process(
         ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=2",
          "-c:v", "libx264", str(clip)],
     )  # fmt: skip
-    async with open_websocket_url(url, max_message_size=64 << 20) as ws:
+    headers = [(b"authorization", f"Bearer {token}".encode())] if token else None
+    async with open_websocket_url(url, max_message_size=64 << 20, extra_headers=headers) as ws:
         start = {"type": "start_job", "job_id": "t", "operation": "thumbnail",
                  "input": {"source": "upload"},
                  "options": {"timestamp": 1.0, "width": 320}}  # fmt: skip
@@ -58,7 +59,7 @@ async def run(url: str, container: str) -> None:
         ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "3600",
          "-c:a", "flac", str(silence)],
     )  # fmt: skip
-    async with open_websocket_url(url, max_message_size=64 << 20) as ws:
+    async with open_websocket_url(url, max_message_size=64 << 20, extra_headers=headers) as ws:
         start = {"type": "start_job", "job_id": "long", "operation": "speed",
                  "input": {"source": "upload"}, "options": {"speed_factor": 0.25}}  # fmt: skip
         await ws.send_message(json.dumps(start))
@@ -83,4 +84,4 @@ async def run(url: str, container: str) -> None:
 
 
 if __name__ == "__main__":
-    trio.run(run, sys.argv[1], sys.argv[2])
+    trio.run(run, sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
