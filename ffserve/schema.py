@@ -85,10 +85,19 @@ class FieldValueError(ValueError):
         self.message = message
 
 
-def in_range(low: float | None = None, high: float | None = None) -> Callable[..., None]:
-    """An attrs validator: `low <= value <= high`, skipping None (an unset optional)."""
+@attrs.frozen
+class InRange:
+    """An attrs validator: `low <= value <= high`, skipping None (an unset optional).
 
-    def check(_: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    A class rather than a closure so the bounds can be read back: the console's option
+    forms (ffserve.wire.option_schema) are generated from them.
+    """
+
+    low: float | None = None
+    high: float | None = None
+
+    def __call__(self, _: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
+        low, high = self.low, self.high
         if value is None:
             return
         if (low is not None and value < low) or (high is not None and value > high):
@@ -101,20 +110,31 @@ def in_range(low: float | None = None, high: float | None = None) -> Callable[..
                 attribute.name, f"{attribute.name} must be {bounds}, got {value:g}"
             )
 
-    return check
 
+@attrs.frozen
+class OneOf:
+    """An attrs validator for a closed set of values (skipping None); readable back as
+    `choices`, like InRange."""
 
-def one_of(*choices: str) -> Callable[..., None]:
-    """An attrs validator for a closed set of words (skipping None)."""
+    choices: tuple[str | int, ...]
 
-    def check(_: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
-        if value is not None and value not in choices:
+    def __call__(self, _: Any, attribute: attrs.Attribute[Any], value: str | int | None) -> None:
+        if value is not None and value not in self.choices:
             raise FieldValueError(
                 attribute.name,
-                f"{attribute.name} must be one of {', '.join(choices)}, got {value!r}",
+                f"{attribute.name} must be one of {', '.join(map(str, self.choices))}, "
+                f"got {value!r}",
             )
 
-    return check
+
+def in_range(low: float | None = None, high: float | None = None) -> InRange:
+    """An attrs validator: `low <= value <= high`, skipping None (an unset optional)."""
+    return InRange(low, high)
+
+
+def one_of(*choices: str | int) -> OneOf:
+    """An attrs validator for a closed set of words or numbers (skipping None)."""
+    return OneOf(choices)
 
 
 def non_empty(_: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:

@@ -18,6 +18,7 @@ from ffserve.schema import FieldValueError, in_range, one_of, structure
 VIDEO_CONTAINERS = ("mp4", "mkv", "webm", "mov", "avi", "ts", "flv", "ogv", "3gp")
 AUDIO_FORMATS = ("mp3", "aac", "wav", "opus", "m4a", "flac", "ogg")
 SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000)
+OPUS_SAMPLE_RATES = (8000, 12000, 16000, 24000, 48000)
 VIDEO_CODECS = ("h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "theora")
 AUDIO_CODECS = ("aac", "mp3", "opus", "vorbis", "flac", "pcm", "ac3")
 
@@ -53,19 +54,13 @@ class CompressOptions:
 class ExtractAudioOptions:
     format: str = attrs.field(default="mp3", validator=one_of(*AUDIO_FORMATS))
     bitrate_kbps: int | None = attrs.field(default=None, validator=in_range(8, 512))
-    sample_rate: int | None = attrs.field(default=None)
+    sample_rate: int | None = attrs.field(default=None, validator=one_of(*SAMPLE_RATES))
 
-    @sample_rate.validator
-    def _check_rate(self, attribute: attrs.Attribute[Any], value: int | None) -> None:
-        if value is None:
-            return
-        if value not in SAMPLE_RATES:
+    def __attrs_post_init__(self) -> None:
+        if self.format == "opus" and self.sample_rate not in (None, *OPUS_SAMPLE_RATES):
             raise FieldValueError(
-                attribute.name, "sample_rate must be one of " + ", ".join(map(str, SAMPLE_RATES))
-            )
-        if self.format == "opus" and value not in (8000, 12000, 16000, 24000, 48000):
-            raise FieldValueError(
-                attribute.name, "opus supports sample_rate 8000, 12000, 16000, 24000 or 48000"
+                "sample_rate",
+                "opus supports sample_rate " + ", ".join(map(str, OPUS_SAMPLE_RATES)),
             )
 
 
@@ -159,6 +154,7 @@ class NormalizeFilter:
 
 VideoFilter = ScaleFilter | RotateFilter | CropFilter | FpsFilter
 AudioFilter = VolumeFilter | NormalizeFilter
+MAX_FILTERS = 20
 AnyFilter = ScaleFilter | RotateFilter | CropFilter | FpsFilter | VolumeFilter | NormalizeFilter
 FILTER_TYPES: dict[str, type[Any]] = {
     "scale": ScaleFilter,
@@ -176,8 +172,8 @@ class FilterOptions:
 
     @filters.validator
     def _count(self, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
-        if not 1 <= len(value) <= 20:
-            raise FieldValueError(attribute.name, "filters must list 1 to 20 filters")
+        if not 1 <= len(value) <= MAX_FILTERS:
+            raise FieldValueError(attribute.name, f"filters must list 1 to {MAX_FILTERS} filters")
 
 
 @attrs.frozen
