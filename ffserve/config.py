@@ -33,6 +33,8 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = attrs.field(default=8080, validator=in_range(0, 65535))
     http_port: int = attrs.field(default=8081, validator=in_range(0, 65535))
+    # The web console at / on the HTTP port (ffserve.service.console); off: / is 404.
+    console: bool = True
     # trio-websocket reads the socket in chunks of this size; 4 KiB (its default) costs a
     # Python round trip per 4 KiB of upload, so large uploads crawl.
     receive_buffer_kb: int = attrs.field(default=256, validator=in_range(4, 16384))

@@ -1,4 +1,7 @@
-"""The operators' HTTP endpoint: `/health`, `/ready`, `/metrics`, served by hypercorn.
+"""The HTTP endpoint: `/health`, `/ready`, `/metrics`, and the web console, by hypercorn.
+
+The console (`/`, `/console/...`, see ffserve.service.console) is there when `[server]
+console` is on; off, `/` is 404 like any unknown path.
 
 With `[auth] mode = "jwt"`, `/metrics` and the details of `/health` need a valid token
 (`Authorization: Bearer`, checked as on the WebSocket upgrade): without one `/health`
@@ -19,6 +22,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from ffserve import __version__
 from ffserve.jobs.services import Services
+from ffserve.service.console import Console
 from ffserve.session.auth import Authenticator, Unauthorized
 
 FEATURES = ("multi_upload", "multi_output", "probe", "chunked", "output_url")
@@ -54,7 +58,10 @@ def ready(services: Services) -> tuple[int, dict[str, Any]]:
 
 
 def make_app(
-    services: Services, authenticator: Authenticator, ffmpeg_version: str
+    services: Services,
+    authenticator: Authenticator,
+    ffmpeg_version: str,
+    console: Console | None = None,
 ) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     def allowed(scope: Scope) -> Unauthorized | None:
         """None if the request may see everything, else why not (audited when a token
@@ -86,13 +93,20 @@ def make_app(
             return
         path, method = scope["path"], scope["method"]
         refused = allowed(scope) if path in ("/health", "/metrics") else None
-        challenge: list[tuple[bytes, bytes]] = []
+        extra: list[tuple[bytes, bytes]] = []
+        page = (
+            console.respond(path, _header(scope, b"host"), scope["scheme"] == "https")
+            if console is not None
+            else None
+        )
         if method not in ("GET", "HEAD"):
             status, body, kind = 405, b'{"error":"method not allowed"}', "application/json"
         elif refused is not None and (refused.token_given or path == "/metrics"):
             status, kind = 401, "application/json"
             body = json.dumps({"error": "unauthorized", "reason": refused.reason}).encode()
-            challenge = [(b"www-authenticate", refused.challenge)]
+            extra = [(b"www-authenticate", refused.challenge)]
+        elif page is not None:
+            status, body, kind, extra = page.status, page.body, page.kind, page.headers
         elif path == "/health":
             report = health(services, ffmpeg_version)
             if refused is not None:
@@ -118,7 +132,7 @@ def make_app(
                 "type": "http.response.start",
                 "status": status,
                 "headers": [
-                    *challenge,
+                    *extra,
                     (b"content-type", kind.encode()),
                     (b"content-length", str(len(body)).encode()),
                 ],
@@ -129,23 +143,31 @@ def make_app(
     return app
 
 
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
 async def serve_http(
     services: Services,
     authenticator: Authenticator,
     ffmpeg_version: str,
     host: str,
     port: int,
+    console: Console | None = None,
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the health endpoint until cancelled; `started` with the bound port."""
+    """Serve the HTTP endpoint until cancelled; `started` with the bound port."""
     config = HypercornConfig()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 1.0
 
-    app = make_app(services, authenticator, ffmpeg_version)
+    app = make_app(services, authenticator, ffmpeg_version, console)
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
             partial(hypercorn_serve, app, config, mode="asgi")  # type: ignore[arg-type]

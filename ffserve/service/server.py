@@ -1,7 +1,7 @@
 """The top of the nursery tree: HTTP endpoint, WebSocket listener, connections, drain.
 
     serve(config)
-     |- serve_http            /health /ready /metrics
+     |- serve_http            /health /ready /metrics, the console at /
      |- serve_websocket       accepts connections into `connections` (a nursery we own)
      '- connections           one `serve_connection` per client (see session/connection.py)
 
@@ -24,6 +24,7 @@ from ffserve.config import Config, ConfigError
 from ffserve.ffmpeg.sandbox import Confinement, SandboxUnavailable, open_confinement
 from ffserve.jobs.services import Services
 from ffserve.jobs.workspace import open_workspace
+from ffserve.service.console import Console
 from ffserve.service.health import serve_http
 from ffserve.session.auth import Authenticator
 from ffserve.session.connection import serve_connection
@@ -149,9 +150,6 @@ async def serve(
             await serve_connection(request, services, stopping, authenticator)
 
         async with trio.open_nursery() as top:
-            http_port = await top.start(
-                serve_http, services, authenticator, version, server.host, server.http_port
-            )
             async with trio.open_nursery() as connections:
                 listener = trio.CancelScope()
 
@@ -173,6 +171,17 @@ async def serve(
 
                 listeners = await top.start(listen)
                 port = listeners[0].socket.getsockname()[1]
+                # After the listener: the console's page is told the WebSocket port bound.
+                console = Console.load(config, port) if server.console else None
+                http_port = await top.start(
+                    serve_http,
+                    services,
+                    authenticator,
+                    version,
+                    server.host,
+                    server.http_port,
+                    console,
+                )
                 endpoints = Endpoints(server.host, port, http_port)
                 log.info("ffserve listening on %s (HTTP on port %d)", endpoints.url, http_port)
                 task_status.started(endpoints)
