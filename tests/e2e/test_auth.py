@@ -338,3 +338,14 @@ async def test_quotas_come_from_the_token_and_key_on_its_subject(
                 assert (await other.collect("c")).final["type"] == "completed"
             await one.upload("a", media.clip)
             assert (await one.collect("a")).final["type"] == "completed"
+
+
+async def test_the_console_is_open_and_says_a_token_is_needed(server: Endpoints) -> None:
+    # The page and its schema hold nothing secret: the token is asked for by the page
+    # and checked where it is used, on the WebSocket upgrade.
+    with trio.fail_after(10):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.http_port}") as http:
+            page = await http.get("/")
+            schema = await http.get("/console/schema.json")
+    assert page.status_code == 200
+    assert schema.status_code == 200 and schema.json()["auth_required"] is True
