@@ -13,6 +13,7 @@ import trio
 from ffserve.errors import ErrorCode, FFserveError, ProtocolError
 from ffserve.ffmpeg.ops import inputs_expected
 from ffserve.jobs.state import InvalidTransition, JobEvent, JobState, JobStateMachine
+from ffserve.metrics import JobRecord
 from ffserve.transfer.inbox import UploadInbox
 from ffserve.wire.messages import Delivery, Input, OutputTarget, UploadInput, UrlInput
 from ffserve.wire.options import Options
@@ -27,8 +28,10 @@ class Job:
     owner: object  # whose turn it is in the worker pool: the connection
     delivery: Delivery | None = None
     output: OutputTarget | None = None
+    connection_id: str = "-"  # for the log: which connection's job this is
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     inbox: UploadInbox = attrs.Factory(UploadInbox.open)
+    record: JobRecord = attrs.Factory(JobRecord)  # what it did, for the metrics and the log
     inputs_total: int = attrs.field(init=False)  # files the job takes, URL included
     _machine: JobStateMachine = attrs.field(init=False)
 
@@ -92,6 +95,13 @@ class Job:
                 job_id=self.job_id,
             ) from None
         self.scope.cancel()
+
+    def shut_down(self) -> None:
+        """The server's drain deadline has passed: stop the job, which then ends with
+        SHUTTING_DOWN; one whose outcome is already owed (failed, cancelled) keeps it."""
+        before = self._machine.state
+        if self._machine.process(JobEvent.SHUTDOWN) is not before:
+            self.scope.cancel()
 
     def end(self) -> None:
         """The job's task is over, however it ended: wake a reader blocked handing it a

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import trio
 
+from ffserve import events
 from ffserve.errors import ErrorCode, FFserveError, JobError
 from ffserve.ffmpeg.arguments import guard_inputs
 from ffserve.ffmpeg.budget import check_budget
@@ -39,7 +40,7 @@ from ffserve.jobs.workspace import job_dir
 from ffserve.media.metadata import full_metadata
 from ffserve.transfer.delivery import LastMessage, completion, deliver
 from ffserve.transfer.intake import receive_input
-from ffserve.wire.messages import Completed, Error, Progress
+from ffserve.wire.messages import Completed, Error, Progress, UploadInput
 from ffserve.wire.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,17 @@ OUT_OF_MEMORY = re.compile(r"Cannot allocate memory|malloc of size \d+ failed|[O
 async def run_job(job: Job, ticket: Ticket, services: Services, outbox: Outbox) -> None:
     """Run `job` to the end, reporting the outcome to the client. Never raises FFserveError.
 
-    Cancellation: a client cancel is reported as JOB_CANCELLED; any other cancellation
-    (disconnect, shutdown) propagates after cleanup.
+    Whatever the outcome, the job is counted once in the metrics and logged in one line
+    (`job_end`) when it ends.
+
+    Cancellation: a client cancel is reported as JOB_CANCELLED, a stop at the drain's
+    deadline as SHUTTING_DOWN; any other cancellation (disconnect, a second signal)
+    propagates after cleanup.
     """
-    metrics = services.metrics
-    metrics.count("jobs_started")
+    began = trio.current_time()
+    outcome, code = "aborted", None  # unless the client is told otherwise
     try:
-        last: LastMessage | Error
+        last: LastMessage | Error | None = None
         with job.scope:
             try:
                 last = await _steps(job, ticket, services, outbox)
@@ -73,14 +78,20 @@ async def run_job(job: Job, ticket: Ticket, services: Services, outbox: Outbox) 
                 last = Error(
                     ErrorCode.INTERNAL_ERROR, "the server could not complete this job", job.job_id
                 )
-        # Only `Job.cancel` cancels this scope: the client asked.
-        assert not job.scope.cancelled_caught or job.state is JobState.CANCELLING, job.state
+        # Only `Job.cancel` (the client asked) and `Job.shut_down` (the drain's deadline
+        # passed) cancel this scope.
+        stopped = (JobState.CANCELLING, JobState.STOPPING)
+        assert not job.scope.cancelled_caught or job.state in stopped, job.state
         if job.state is JobState.CANCELLING:
             # Cancelled is the outcome, whatever the job ran into before it noticed.
-            metrics.count("jobs_cancelled")
             last = Error(ErrorCode.JOB_CANCELLED, "job cancelled", job.job_id)
-        elif isinstance(last, Error):
-            metrics.count("jobs_failed")
+        elif last is None:
+            # Stopped by the drain before it had its result (one that had it keeps it).
+            last = Error(
+                ErrorCode.SHUTTING_DOWN,
+                "the server shut down before this job finished; retry it elsewhere",
+                job.job_id,
+            )
         # The job's id is free from here: a client that reads this message may reuse it
         # at once, before this task has unwound.
         job.process(JobEvent.LAST_WORD)
@@ -90,10 +101,35 @@ async def run_job(job: Job, ticket: Ticket, services: Services, outbox: Outbox) 
                 await outbox.send(last)
             else:
                 await last.send()  # its outbox place was taken before it was read
-            if not isinstance(last, Error):
-                metrics.count("jobs_completed")
+            if isinstance(last, Error):
+                code = last.code
+                outcome = "cancelled" if code == ErrorCode.JOB_CANCELLED else "failed"
+            else:
+                outcome = "completed"
+                record = job.record
+                if record.delivery_began is not None:
+                    record.delivery_s = trio.current_time() - record.delivery_began
     finally:
         job.end()
+        _report(job, services, outcome, code, trio.current_time() - began)
+
+
+def _report(job: Job, services: Services, outcome: str, code: str | None, seconds: float) -> None:
+    """Count the ended job and log its one line (no paths: names are the client's own)."""
+    record = job.record
+    services.metrics.job_ended(job.operation, outcome, code, seconds, record)
+    events.record(
+        "job_end",
+        job_id=job.job_id,
+        connection=job.connection_id,
+        operation=job.operation,
+        outcome=outcome,
+        code=code,
+        seconds=round(seconds, 3),
+        bytes_in=record.input_bytes,
+        bytes_out=record.output_bytes if outcome == "completed" else 0,
+        inputs=record.input_names,
+    )
 
 
 async def _steps(job: Job, ticket: Ticket, services: Services, outbox: Outbox) -> LastMessage:
@@ -101,11 +137,13 @@ async def _steps(job: Job, ticket: Ticket, services: Services, outbox: Outbox) -
     (so a client that has seen the end of a job never finds its files still on the server).
     """
     config = services.config
+    record = job.record
     async with (
         job_dir(services.workspace) as workdir,
         _warm(services, job.operation, workdir) as warm,
     ):
         try:
+            began = trio.current_time()
             try:
                 with trio.fail_after(config.jobs.input_timeout_s):
                     paths = await receive_input(
@@ -124,6 +162,10 @@ async def _steps(job: Job, ticket: Ticket, services: Services, outbox: Outbox) -
                     f"input not complete within {config.jobs.input_timeout_s:g} s",
                     code=ErrorCode.TIMEOUT,
                 ) from None
+            record.input_names = [name for _, name in paths]
+            record.input_bytes = sum([(await trio.Path(path).stat()).st_size for path, _ in paths])
+            if isinstance(job.input, UploadInput):
+                record.upload_s = trio.current_time() - began
             if warm is not None:
                 await warm.arm()  # its sandbox was built while the input arrived
             overrun = job.input_complete()
@@ -133,6 +175,7 @@ async def _steps(job: Job, ticket: Ticket, services: Services, outbox: Outbox) -
                 raise JobError("upload runs past its announced size", code=ErrorCode.TOO_LARGE)
             # Probing is the server's work, outside the client's input deadline, but bounded:
             # a file built to keep ffprobe busy must not hold a probe slot for long.
+            began = trio.current_time()
             try:
                 with trio.fail_after(config.jobs.timeout_s):
                     sources = [
@@ -144,6 +187,7 @@ async def _steps(job: Job, ticket: Ticket, services: Services, outbox: Outbox) -
                     f"reading the input's metadata took longer than {config.jobs.timeout_s:g} s",
                     code=ErrorCode.TIMEOUT,
                 ) from None
+            record.probe_s = trio.current_time() - began
             if job.operation in METADATA_ONLY:
                 job.process(JobEvent.METADATA_ONLY)
                 await trio.lowlevel.checkpoint_if_cancelled()  # a cancel meanwhile
@@ -154,14 +198,17 @@ async def _steps(job: Job, ticket: Ticket, services: Services, outbox: Outbox) -
             job.process(JobEvent.PLANNED)
             await trio.lowlevel.checkpoint_if_cancelled()  # a cancel meanwhile
             outbox.offer(Progress(job.job_id, 0.0, "queued"))
+            began = trio.current_time()
             async with services.pool.slot(job.owner):
+                record.queue_wait_s = trio.current_time() - began
                 job.process(JobEvent.SLOT_TAKEN)
                 await trio.lowlevel.checkpoint_if_cancelled()  # a cancel meanwhile
                 began = trio.current_time()
                 try:
                     await _run(job, services, outbox, plan, workdir, warm)
                 finally:
-                    ticket.ran(trio.current_time() - began)
+                    record.ffmpeg_s = trio.current_time() - began
+                    ticket.ran(record.ffmpeg_s)
             job.process(JobEvent.FFMPEG_EXITED)
             await trio.lowlevel.checkpoint_if_cancelled()  # a cancel meanwhile
             # Outside the slot: a client that stops reading holds up its own job only
@@ -169,6 +216,8 @@ async def _steps(job: Job, ticket: Ticket, services: Services, outbox: Outbox) -
             await outbox.send(Progress(job.job_id, 100.0, plan.stage))
             outputs = await verify_outputs(services.prober, plan.outputs, config.max_output_bytes)
             job.process(JobEvent.VERIFIED)
+            record.output_bytes = sum(output.size for output in outputs)
+            record.delivery_began = trio.current_time()
             return await deliver(
                 job.job_id,
                 job.operation,

@@ -16,6 +16,7 @@ from ffserve.ffmpeg.warm import WarmSandboxes
 from ffserve.jobs.admission import Admission
 from ffserve.jobs.pool import WorkerPool
 from ffserve.metrics import Metrics
+from ffserve.wire.options import OPERATIONS
 
 
 @attrs.frozen(eq=False)
@@ -42,6 +43,12 @@ class Services:
         """The services of a server with `config`, its URL client, its jobs' root dir and
         the confinement its FFmpeg children run in."""
         pool = WorkerPool(config.jobs.max_concurrent, config.jobs.queue_limit)
+        metrics = Metrics(OPERATIONS)
+        metrics.watch("jobs_running", "Jobs running FFmpeg", lambda: pool.running)
+        metrics.watch("jobs_queued", "Jobs admitted and not running", lambda: pool.queued)
+        metrics.watch(
+            "worker_capacity", "Worker slots (jobs.max_concurrent)", lambda: pool.capacity
+        )
         return cls(
             config,
             pool,
@@ -50,7 +57,7 @@ class Services:
             confinement,
             http,
             workspace,
-            Metrics(),
+            metrics,
             WarmSandboxes.start(
                 confinement, at_once=config.jobs.max_concurrent, grace=config.ffmpeg.kill_grace_s
             ),

@@ -12,7 +12,11 @@ the job's code tells the machine what happened (`process`) and acts on the answe
         |                          DONE <--LAST_WORD-- DELIVERING <--VERIFIED-- VERIFYING
         |                           ^ ^
         |   CANCEL_REQUESTED from   | '--LAST_WORD-- CANCELLING    (JOB_CANCELLED queued)
-        |   RECEIVING .. RUNNING    '----LAST_WORD-- FAILING       (its error queued)
+        |   RECEIVING .. RUNNING    |----LAST_WORD-- FAILING       (its error queued)
+        |                           '----LAST_WORD-- STOPPING      (SHUTTING_DOWN queued)
+        |   SHUTDOWN (the drain deadline) from any live state to STOPPING, which takes
+        |   every event but LAST_WORD and CANCEL_REQUESTED (too late: CANCEL_FAILED) as
+        |   CANCELLING does; in CANCELLING, FAILING and DONE it changes nothing
         |   FAILED from any live state; in CANCELLING every event but LAST_WORD stays there;
         |   UPLOAD_BEGUN in CANCELLING
         |   and FAILING too while the input is open (the frame is dropped: the job's
@@ -41,6 +45,7 @@ class JobState(enum.Enum):
     DELIVERING = "delivering"  # sending results
     CANCELLING = "cancelling"  # the client cancelled: cleaning up, JOB_CANCELLED owed
     FAILING = "failing"  # the job failed: cleaning up, its error owed
+    STOPPING = "stopping"  # the drain deadline passed: cleaning up, SHUTTING_DOWN owed
     DONE = "done"  # terminal: the last message is queued, or nobody is left to tell
 
 
@@ -56,6 +61,7 @@ class JobEvent(enum.Enum):
     FAILED = "failed"
     LAST_WORD = "last word"  # the job's last message is about to be queued
     ABORTED = "aborted"
+    SHUTDOWN = "shutdown"  # the server's drain deadline passed with the job unfinished
 
 
 S, E = JobState, JobEvent
@@ -83,6 +89,12 @@ TRANSITIONS: dict[JobState, dict[JobEvent, JobState]] = {
         E.LAST_WORD: S.DONE,
     },
     S.FAILING: {E.UPLOAD_BEGUN: S.FAILING, E.FAILED: S.FAILING, E.LAST_WORD: S.DONE},
+    # Stopped by the server: as a cancelled job, whatever happens meanwhile; a cancel
+    # from its client comes too late to change the outcome (SHUTTING_DOWN).
+    S.STOPPING: {
+        **{event: S.STOPPING for event in E if event not in (E.LAST_WORD, E.CANCEL_REQUESTED)},
+        E.LAST_WORD: S.DONE,
+    },
     S.DONE: {},
 }
 for _state in _LIVE:
@@ -90,6 +102,11 @@ for _state in _LIVE:
 # Cancelling still changes the outcome until FFmpeg's work is done.
 for _state in (S.RECEIVING, S.PROBING, S.QUEUED, S.RUNNING):
     TRANSITIONS[_state][E.CANCEL_REQUESTED] = S.CANCELLING
+# The drain stops every job still live; one whose outcome is owed already keeps it.
+for _state in _LIVE:
+    TRANSITIONS[_state][E.SHUTDOWN] = S.STOPPING
+for _state in (S.CANCELLING, S.FAILING, S.DONE):
+    TRANSITIONS[_state][E.SHUTDOWN] = _state
 for _events in TRANSITIONS.values():
     _events[E.ABORTED] = S.DONE
 

@@ -19,6 +19,7 @@ import trio
 
 from ffserve import __version__
 from ffserve.config import Config, ConfigError
+from ffserve.service.logs import FORMATS, LEVELS, check_level, formatter
 from ffserve.service.server import StartupError, ffmpeg_version, serve
 from ffserve.session.auth import mint_token, read_secret
 
@@ -40,7 +41,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--host", help="override [server] host")
     run.add_argument("--port", type=int, help="override [server] port")
     run.add_argument("--http-port", type=int, help="override [server] http_port")
-    run.add_argument("--log-level", default="INFO")
+    run.add_argument("--log-level", default="info", help=f"one of {', '.join(LEVELS)}")
+    run.add_argument(
+        "--log-format",
+        default="text",
+        choices=FORMATS,
+        help="text (default) or json: one JSON object a line",
+    )
     mint = commands.add_parser("token", help="print an HS256 token signed with auth.secret_file")
     mint.add_argument(
         "--config",
@@ -126,16 +133,17 @@ async def serve_until_signalled(config: Config) -> None:
         nursery.cancel_scope.cancel()
 
 
-def configure_logging(level: str) -> None:
-    """The service's logging: `level` for ffserve, WARNING for httpx and httpcore.
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """The service's logging: `level` for ffserve, WARNING for httpx and httpcore, as
+    text or one JSON object a line (`ffserve.service.logs`).
 
     httpx logs every request's full URL at INFO ("HTTP Request: PUT https://user:pw@host/
     x?X-Amz-Signature=..."), secrets included; ffserve logs each request itself, redacted
     (`ffserve.transfer.safehttp`). Held at WARNING even when `level` is DEBUG.
     """
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter(log_format))
+    logging.basicConfig(level=check_level(level), handlers=[handler])
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -144,7 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "token":
         return mint(args)
-    configure_logging(args.log_level)
+    try:
+        configure_logging(args.log_level, args.log_format)
+    except ValueError as exc:
+        print(f"ffserve: {exc}", file=sys.stderr)
+        return 2
     try:
         config = load_config(args)
     except ConfigError as exc:

@@ -22,6 +22,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from ffserve import __version__
 from ffserve.jobs.services import Services
+from ffserve.metrics import CONTENT_TYPE
 from ffserve.service.console import Console
 from ffserve.session.auth import Authenticator, Unauthorized
 
@@ -116,15 +117,7 @@ def make_app(
             code, payload = ready(services)
             status, body, kind = code, json.dumps(payload).encode(), "application/json"
         elif path == "/metrics":
-            pool = services.pool
-            text = services.metrics.render(
-                {
-                    "jobs_running": pool.running,
-                    "jobs_queued": pool.queued,
-                    "worker_capacity": pool.capacity,
-                }
-            )
-            status, body, kind = 200, text.encode(), "text/plain; version=0.0.4"
+            status, body, kind = 200, services.metrics.render(), CONTENT_TYPE
         else:
             status, body, kind = 404, b'{"error":"not found"}', "application/json"
         await send(

@@ -7,15 +7,19 @@
 
 Shutdown: `shutdown.set()` (the CLI does it on SIGINT/SIGTERM) stops new jobs
 (SHUTTING_DOWN, /ready 503), lets admitted jobs finish for up to `drain_timeout_s`,
-then cancels everything: FFmpeg children are terminated and reaped and every temp dir
-removed before `serve` returns.
+then stops the rest, each telling its client SHUTTING_DOWN, and closes every connection
+with 1001 (`drain_jobs`, `ffserve.session.drain`); what still lingers after that is
+cancelled. FFmpeg children are terminated and reaped and every temp dir removed before
+`serve` returns.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import subprocess
+from collections.abc import Iterator
 
 import attrs
 import trio
@@ -28,11 +32,18 @@ from ffserve.service.console import Console
 from ffserve.service.health import serve_http
 from ffserve.session.auth import Authenticator
 from ffserve.session.connection import serve_connection
+from ffserve.session.drain import Drain
 from ffserve.transfer.safehttp import open_http_client
 from ffserve.wire.door import FrontDoor
 from ffserve.wire.websocket import ConnectionLimits, WebSocketRequest, serve_websocket
 
 log = logging.getLogger(__name__)
+# After the drain deadline: time for stopped jobs to end FFmpeg (ffmpeg.kill_grace_s),
+# remove their files and queue their SHUTTING_DOWN; then for connections to send what
+# they owe and close. `drain_timeout_s` plus both is the longest a drain takes: the
+# Containerfile's stop timeout (`podman stop -t 30`) must stay above it.
+STOP_GRACE_S = 5.0
+CLOSE_GRACE_S = 5.0
 Listeners = list[trio.SocketListener]
 
 
@@ -60,6 +71,23 @@ def ffmpeg_version(ffmpeg: str) -> str:
         raise StartupError(f"cannot run FFmpeg at {ffmpeg!r}: {exc}") from None
     words = out.stdout.decode(errors="replace").split()
     return words[2] if len(words) > 2 else "unknown"
+
+
+@contextlib.contextmanager
+def bind_errors(what: str, host: str, port: int) -> Iterator[None]:
+    """Errors: StartupError naming the address, for an OSError (a busy port, an address
+    not on this machine) while the `what` endpoint binds, alone or in a group."""
+    try:
+        yield
+    except (OSError, BaseExceptionGroup) as exc:
+        found = exc.split(OSError)[0] if isinstance(exc, BaseExceptionGroup) else exc
+        while isinstance(found, BaseExceptionGroup):
+            found = found.exceptions[0]
+        if found is None:
+            raise
+        assert isinstance(found, OSError)
+        reason = found.strerror or str(found)
+        raise StartupError(f"cannot listen on {host}:{port} ({what}): {reason}") from None
 
 
 def confine_children(config: Config) -> Confinement:
@@ -122,6 +150,25 @@ def connection_limits(config: Config) -> ConnectionLimits:
     )
 
 
+async def drain_jobs(services: Services, drain: Drain, timeout_s: float) -> None:
+    """Let admitted jobs finish for `timeout_s`; then stop the rest, each telling its
+    client SHUTTING_DOWN (cleanup bounded by STOP_GRACE_S); then have every connection
+    flush what it owes and close with 1001."""
+    pool = services.pool
+    with trio.move_on_after(timeout_s):
+        await pool.wait_idle()
+    if pool.admitted:
+        log.warning(
+            "drain: %g s passed; stopping %d job(s) still admitted (SHUTTING_DOWN)",
+            timeout_s,
+            pool.admitted,
+        )
+        drain.overdue.set()
+        with trio.move_on_after(STOP_GRACE_S):
+            await pool.wait_idle()
+    drain.stopping.set()
+
+
 async def serve(
     config: Config,
     *,
@@ -143,11 +190,10 @@ async def serve(
     ):
         services = Services.start(config, http, root, confinement)
         server = config.server
-        # Set when a draining server has no jobs left: connections flush and close.
-        stopping = trio.Event()
+        drain = Drain()
 
         async def handler(request: WebSocketRequest) -> None:
-            await serve_connection(request, services, stopping, authenticator)
+            await serve_connection(request, services, drain, authenticator)
 
         async with trio.open_nursery() as top:
             async with trio.open_nursery() as connections:
@@ -169,19 +215,21 @@ async def serve(
                             task_status=task_status,
                         )
 
-                listeners = await top.start(listen)
+                with bind_errors("WebSocket", server.host, server.port):
+                    listeners = await top.start(listen)
                 port = listeners[0].socket.getsockname()[1]
                 # After the listener: the console's page is told the WebSocket port bound.
                 console = Console.load(config, port) if server.console else None
-                http_port = await top.start(
-                    serve_http,
-                    services,
-                    authenticator,
-                    version,
-                    server.host,
-                    server.http_port,
-                    console,
-                )
+                with bind_errors("HTTP", server.host, server.http_port):
+                    http_port = await top.start(
+                        serve_http,
+                        services,
+                        authenticator,
+                        version,
+                        server.host,
+                        server.http_port,
+                        console,
+                    )
                 endpoints = Endpoints(server.host, port, http_port)
                 log.info("ffserve listening on %s (HTTP on port %d)", endpoints.url, http_port)
                 task_status.started(endpoints)
@@ -190,10 +238,8 @@ async def serve(
                 await shutdown.wait()
                 services.admission.draining = True
                 listener.cancel()
-                # The drain deadline is on the connections' nursery (as hypercorn's
-                # worker_serve does): jobs finish, then each connection sends what it
-                # still owes its client and closes; the deadline cancels what is left.
-                connections.cancel_scope.deadline = trio.current_time() + server.drain_timeout_s
-                await services.pool.wait_idle()
-                stopping.set()
+                await drain_jobs(services, drain, server.drain_timeout_s)
+                # What is left is bounded too, as on hypercorn's worker_serve: a client
+                # that reads nothing must not hold the exit past the close handshake.
+                connections.cancel_scope.deadline = trio.current_time() + CLOSE_GRACE_S
             top.cancel_scope.cancel()

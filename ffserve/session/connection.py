@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import io
 import logging
+import secrets
 from collections import deque
 from collections.abc import Hashable
 
 import attrs
 import trio
 
+from ffserve import events
 from ffserve.errors import AdmissionError, ErrorCode, FFserveError, ProtocolError, ValidationError
 from ffserve.ffmpeg.ops import METADATA_ONLY, inputs_expected
 from ffserve.jobs.admission import ConnectionShare
@@ -28,6 +30,7 @@ from ffserve.jobs.lifecycle import run_job
 from ffserve.jobs.quota import Quota
 from ffserve.jobs.services import Services
 from ffserve.session.auth import ANONYMOUS, Authenticator, Principal, Unauthorized
+from ffserve.session.drain import Drain, close_when_stopping, stop_jobs_when_overdue
 from ffserve.session.idle import IdleDeadline, close_when_idle
 from ffserve.session.writer import write_outbox
 from ffserve.transfer.safehttp import check_url
@@ -62,6 +65,8 @@ class Connection:
     quota: Quota
     # Who the connection acts for (its token's subject and claims).
     principal: Principal = ANONYMOUS
+    connection_id: str = "-"  # names it in the log
+    jobs_started: int = 0
     share: ConnectionShare = attrs.field(init=False)
     jobs: dict[str, Job] = attrs.Factory(dict)
     # Recently ended job ids, so a late frame can be told apart from a wrong id.
@@ -115,6 +120,7 @@ class Connection:
                 owner=self,
                 delivery=message.delivery,
                 output=message.output,
+                connection_id=self.connection_id,
             )
             await self.nursery.start(self._job_task, job, _announced_sizes(message, options))
         except FFserveError as exc:
@@ -134,6 +140,7 @@ class Connection:
         it, then run it; whatever it holds goes back together when it ends."""
         with self.services.admission.admit(self.share, job.operation, upload_sizes) as ticket:
             self.jobs[job.job_id] = job
+            self.jobs_started += 1
             self.active()
             try:
                 await self.outbox.send(Ack(job.job_id, f"{job.operation} job accepted"))
@@ -288,12 +295,13 @@ def _announced_sizes(message: StartJob, options: Options) -> list[int]:
 async def serve_connection(
     request: WebSocketRequest,
     services: Services,
-    stopping: trio.Event,
+    drain: Drain,
     authenticator: Authenticator,
 ) -> None:
     """The handler for one WebSocket request; returns when the client has gone.
-    `stopping` is set when a draining server has no jobs left: the connection sends
-    what it owes its client and closes. A request without a valid token (with auth on)
+    `drain` is the server's shutdown (`ffserve.session.drain`): at its deadline the
+    connection's jobs are stopped, and once none is left the connection sends what it
+    owes its client and closes. A request without a valid token (with auth on)
     gets 401 before the upgrade, so no job code is reached."""
     config = services.config
     # Connection caps (and their 503s) are the front door's (ffserve.wire.door): this
@@ -319,7 +327,7 @@ async def serve_connection(
             await request.reject(429, body=f"{exc.code}: {exc.message}".encode())
             return
         try:
-            await _serve_accepted(request, services, stopping, client, quota, principal)
+            await _serve_accepted(request, services, drain, client, quota, principal)
         finally:
             quotas.disconnect(client)
     except ConnectionClosed:
@@ -340,7 +348,7 @@ def _client_key(request: WebSocketRequest, principal: Principal) -> Hashable:
 async def _serve_accepted(
     request: WebSocketRequest,
     services: Services,
-    stopping: trio.Event,
+    drain: Drain,
     client: Hashable,
     quota: Quota,
     principal: Principal,
@@ -348,19 +356,43 @@ async def _serve_accepted(
     config = services.config
     ws = await request.accept(send_timeout=config.server.send_timeout_s)
     outbox, outgoing = Outbox.open(config.server.outbound_queue)
-    async with trio.open_nursery() as nursery:
-        connection = Connection(services, outbox, nursery, client, quota, principal)
-        nursery.start_soon(write_outbox, ws, outbox, outgoing, nursery.cancel_scope)
-        nursery.start_soon(_close_when_stopping, stopping, outbox)
-        _close_when_idle(nursery, ws, connection, request)
-        await _read(ws, connection)
-        nursery.cancel_scope.cancel()
+    connection_id = secrets.token_hex(4)
+    opened = trio.current_time()
+    events.record(
+        "connection_open",
+        connection=connection_id,
+        client=request.client,
+        subject=principal.subject,
+    )
+    jobs_started = 0
+    try:
+        async with trio.open_nursery() as nursery:
+            connection = Connection(
+                services, outbox, nursery, client, quota, principal, connection_id
+            )
+            nursery.start_soon(write_outbox, ws, outbox, outgoing, nursery.cancel_scope)
+            nursery.start_soon(close_when_stopping, drain, outbox)
+            nursery.start_soon(stop_jobs_when_overdue, drain, connection.jobs.values)
+            _close_when_idle(nursery, ws, connection, request)
+            try:
+                await _read(ws, connection)
+            finally:
+                jobs_started = connection.jobs_started
+            nursery.cancel_scope.cancel()
+    finally:
+        events.record(
+            "connection_close",
+            connection=connection_id,
+            client=request.client,
+            seconds=round(trio.current_time() - opened, 3),
+            jobs=jobs_started,
+        )
 
 
 async def _refuse(request: WebSocketRequest, services: Services, refused: Unauthorized) -> None:
     """401 with the Bearer challenge (RFC 6750 3), counted and audited. The reason is a
     fixed phrase (never token text), so the client may be told it."""
-    services.metrics.count("handshakes_unauthorized")
+    services.metrics.handshakes_unauthorized.inc()
     services.audit.record(
         "handshake_refused", client=request.client, subject=refused.subject, reason=refused.reason
     )
@@ -408,13 +440,3 @@ def _close_when_idle(
         audit.record("connection_dropped", client=request.client, subject=None, reason="idle")
 
     nursery.start_soon(close_when_idle, ws, connection.idle, nursery.cancel_scope, audit)
-
-
-async def _close_when_stopping(stopping: trio.Event, outbox: Outbox) -> None:
-    """On shutdown, once no job is left, close after the frames the client is owed.
-
-    Cancelling the connection at once would drop a result (or JOB_CANCELLED) that a job
-    queued just before the drain ended, and leave the client with no close frame.
-    """
-    await stopping.wait()
-    await outbox.close()

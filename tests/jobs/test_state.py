@@ -41,6 +41,15 @@ LEGAL: dict[tuple[JobState, JobEvent], JobState] = {
         (state, E.CANCEL_REQUESTED): S.CANCELLING
         for state in (S.RECEIVING, S.PROBING, S.QUEUED, S.RUNNING)
     },
+    # The drain's deadline stops every live job; one whose outcome is owed keeps it.
+    **{(state, E.SHUTDOWN): S.STOPPING for state in LIVE},
+    **{(state, E.SHUTDOWN): state for state in (S.CANCELLING, S.FAILING, S.DONE)},
+    **{
+        (S.STOPPING, event): S.STOPPING
+        for event in JobEvent
+        if event not in (E.LAST_WORD, E.CANCEL_REQUESTED, E.ABORTED)
+    },
+    (S.STOPPING, E.LAST_WORD): S.DONE,
     **{(state, E.ABORTED): S.DONE for state in JobState},
 }
 EVERY = [(state, event) for state in JobState for event in JobEvent]
@@ -74,7 +83,9 @@ def test_every_event_in_every_state(state: JobState, event: JobEvent) -> None:
 
 
 def test_done_is_terminal_but_for_abort() -> None:
-    assert TRANSITIONS[S.DONE] == {E.ABORTED: S.DONE}
+    # SHUTDOWN too, changing nothing: a job whose last word is queued is still listed on
+    # its connection until its task unwinds, and the drain stops every job listed.
+    assert TRANSITIONS[S.DONE] == {E.ABORTED: S.DONE, E.SHUTDOWN: S.DONE}
     assert not machine_in(S.DONE).active
     assert all(machine_in(state).active for state in JobState if state is not S.DONE)
 
@@ -101,7 +112,7 @@ def test_a_chunked_job_takes_any_number_of_frames() -> None:
     assert machine.state is S.RECEIVING
 
 
-@pytest.mark.parametrize("state", [S.CANCELLING, S.FAILING])
+@pytest.mark.parametrize("state", [S.CANCELLING, S.FAILING, S.STOPPING])
 def test_an_ending_job_swallows_the_uploads_it_had_coming(state: JobState) -> None:
     """Ended while receiving: uploads still on the wire are taken (and dropped), as many as
     the job had coming; none after its input was complete; never one for a URL job."""
@@ -125,6 +136,19 @@ def test_no_upload_once_the_input_is_complete() -> None:
             machine.process(E.UPLOAD_BEGUN)
         machine.process(event)
     assert machine.state is S.CANCELLING  # cancelled stays the outcome
+
+
+@pytest.mark.parametrize("state", LIVE)
+def test_the_drain_deadline_stops_a_live_job_for_good(state: JobState) -> None:
+    """SHUTDOWN from any live state: SHUTTING_DOWN is owed whatever happens next (a
+    failure, FFmpeg exiting), and a cancel from the client is too late."""
+    machine = machine_in(state)
+    machine.process(E.SHUTDOWN)
+    for event in (E.FAILED, E.FFMPEG_EXITED, E.SHUTDOWN):
+        assert machine.process(event) is S.STOPPING
+    with pytest.raises(InvalidTransition):
+        machine.process(E.CANCEL_REQUESTED)
+    assert machine.process(E.LAST_WORD) is S.DONE
 
 
 def test_whole_lives() -> None:
