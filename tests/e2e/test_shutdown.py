@@ -136,7 +136,9 @@ def temp_roots(server: ServerProcess) -> list[Path]:
 
 async def test_sigterm_drains_until_deadline_then_stops(tmp_path: Path, blocker: Path) -> None:
     """SIGTERM: /ready 503, new jobs SHUTTING_DOWN, running job gets drain_timeout_s, then
-    it is stopped: exit 0, no FFmpeg left, temp root removed."""
+    it is stopped: exit 0, no FFmpeg left, temp root removed. What the deadline cuts is
+    told: the running job and one still waiting for its upload each get SHUTTING_DOWN,
+    and then the connection closes with 1001."""
     with trio.fail_after(60):
         async with (
             run_server(tmp_path, FFSERVE_SERVER_DRAIN_TIMEOUT_S="2") as server,
@@ -146,6 +148,8 @@ async def test_sigterm_drains_until_deadline_then_stops(tmp_path: Path, blocker:
             async with connect(server.url) as client:
                 await start_blocker(client, blocker)
                 children = await wait_children(server)
+                await client.start("waiting", "thumbnail", {"timestamp": 0.5})  # no upload
+                assert (await client.recv_json())["type"] == "ack"
                 assert len(temp_roots(server)) == 1
                 server.process.send_signal(signal.SIGTERM)
                 await wait_draining(http, server)
@@ -156,9 +160,15 @@ async def test_sigterm_drains_until_deadline_then_stops(tmp_path: Path, blocker:
                 assert still_alive(children) == children  # still draining
                 with trio.fail_after(2 + 15):
                     returncode = await server.process.wait()
-                with pytest.raises(ConnectionClosed):
+                finals: dict[str, str] = {}
+                with pytest.raises(ConnectionClosed) as closed:
                     while True:
-                        await client.recv()
+                        message = await client.recv()
+                        if isinstance(message, dict) and message["type"] == "error":
+                            finals[message["job_id"]] = message["code"]
+                reason = closed.value.reason
+                assert reason is not None and reason.code == 1001, reason
+                assert finals == {"long": "SHUTTING_DOWN", "waiting": "SHUTTING_DOWN"}
             assert returncode == 0, server.log
             assert still_alive(children) == set()
             assert temp_roots(server) == []

@@ -529,13 +529,14 @@ async def test_a_v1_upload_is_on_disk_while_it_arrives_and_removed_on_disconnect
 
 
 def open_job_files(workdir: Path) -> list[str]:
-    """Files under the server's temp root that this (server) process holds open."""
+    """Files in job dirs under the server's temp root that this (server) process holds
+    open (the root itself is held open, locked, for as long as the server runs)."""
     root = str(workdir)
     found = []
     for fd in Path("/proc/self/fd").iterdir():
         with contextlib.suppress(OSError):
             target = os.readlink(fd)
-            if target.startswith(root):
+            if target.startswith(root) and "/job-" in target:
                 found.append(target)
     return found
 
