@@ -172,11 +172,19 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     try:
         trio.run(serve_until_signalled, config)
-    except* StartupError as group:  # e.g. sandbox.mode "required" and no working bubblewrap
-        for error in group.exceptions:
+    except* StartupError as group:  # a busy port; sandbox.mode "required" and no bubblewrap
+        for error in leaves(group):
             print(f"ffserve: {error}", file=sys.stderr)
         failed = True
     return 1 if failed else 0
+
+
+def leaves(group: BaseExceptionGroup[StartupError]) -> list[StartupError]:
+    """The errors in `group`, however deep the nurseries nested it."""
+    found: list[StartupError] = []
+    for error in group.exceptions:
+        found += leaves(error) if isinstance(error, BaseExceptionGroup) else [error]
+    return found
 
 
 def raise_open_files_limit() -> None:

@@ -291,3 +291,46 @@ async def test_bad_env_override_exits_nonzero_naming_it(tmp_path: Path) -> None:
         result = await run_cli(tmp_path, FFSERVE_JOBS_MAX_CONCURENT="1")
     assert result.returncode != 0
     assert "FFSERVE_JOBS_MAX_CONCURENT" in result.stderr.decode()
+
+
+def one_line(stderr: bytes) -> str:
+    """The whole of stderr, which must be one line and no traceback."""
+    text = stderr.decode()
+    assert text.endswith("\n") and text.count("\n") == 1, text
+    assert "Traceback" not in text and "ExceptionGroup" not in text, text
+    return text.strip()
+
+
+@pytest.mark.parametrize(("flag", "endpoint"), [("--port", "WebSocket"), ("--http-port", "HTTP")])
+async def test_a_busy_port_is_one_line_and_exit_1(tmp_path: Path, flag: str, endpoint: str) -> None:
+    """A port another process holds: the error names it and what it was for. (At log
+    level error: the start-up INFO lines are not the error's to count.)"""
+    with trio.socket.socket() as held:
+        await held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with trio.fail_after(30):
+            result = await run_cli(tmp_path, flag, str(port), "--log-level", "error")
+    assert result.returncode == 1
+    line = one_line(result.stderr)
+    assert (
+        line == f"ffserve: cannot listen on 127.0.0.1:{port} ({endpoint}): Address already in use"
+    )
+    assert list((tmp_path / "work").glob("ffserve-*")) == []  # its root went with it
+
+
+async def test_a_bad_log_level_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        result = await run_cli(tmp_path, "--log-level", "loud")
+    assert result.returncode == 2
+    assert one_line(result.stderr) == (
+        "ffserve: --log-level 'loud' is not one of debug, info, warning, error, critical"
+    )
+
+
+async def test_a_missing_ffmpeg_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        result = await run_cli(tmp_path, FFSERVE_FFMPEG_FFMPEG="/nonexistent")
+    assert result.returncode == 1
+    line = one_line(result.stderr)
+    assert line.startswith("ffserve: cannot run FFmpeg at '/nonexistent'"), line
