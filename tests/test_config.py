@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 
 from ffserve.config import Config, ConfigError
 from ffserve.service.cli import load_config, parse_args
+from ffserve.service.server import CLOSE_GRACE_S, STOP_GRACE_S
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -176,3 +178,17 @@ def test_front_door_lists_from_the_environment(tmp_path: Path) -> None:
     assert config.server.proxy_protocol is True
     with pytest.raises(ConfigError, match=r"server\.trusted_proxies"):
         Config.load(None, env={"FFSERVE_SERVER_TRUSTED_PROXIES": "10.0.0.0/8,proxy.local"})
+
+
+def test_the_container_stop_timeout_outlasts_the_longest_drain() -> None:
+    """`podman stop` SIGKILLs after its -t: the timeout the Containerfile documents (its
+    comment and its label) must leave the default drain, the stopping of jobs it cuts and
+    the closing of connections time to run, with room to spare."""
+    containerfile = (ROOT / "Containerfile").read_text()
+    (label,) = re.findall(r'io\.ffserve\.stop-timeout="(\d+)"', containerfile)
+    assert f"podman stop -t {label}" in containerfile
+    assert "STOPSIGNAL SIGTERM" in containerfile
+    longest = Config().server.drain_timeout_s + STOP_GRACE_S + CLOSE_GRACE_S
+    assert int(label) >= longest + 5, (label, longest)
+    readme = (ROOT / "README.md").read_text()
+    assert f"podman stop -t {label}" in readme
