@@ -29,6 +29,7 @@ class Job:
     delivery: Delivery | None = None
     output: OutputTarget | None = None
     connection_id: str = "-"  # for the log: which connection's job this is
+    progress_detail: bool = False  # extension: progress carries eta_s and speed
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     inbox: UploadInbox = attrs.Factory(UploadInbox.open)
     record: JobRecord = attrs.Factory(JobRecord)  # what it did, for the metrics and the log

@@ -213,7 +213,8 @@ async def _steps(job: Job, ticket: Ticket, services: Services, outbox: Outbox) -
             await trio.lowlevel.checkpoint_if_cancelled()  # a cancel meanwhile
             # Outside the slot: a client that stops reading holds up its own job only
             # (and only until its connection's send timeout drops it).
-            await outbox.send(Progress(job.job_id, 100.0, plan.stage))
+            eta = 0.0 if job.progress_detail else None  # unset fields are not sent
+            await outbox.send(Progress(job.job_id, 100.0, plan.stage, eta_s=eta))
             outputs = await verify_outputs(services.prober, plan.outputs, config.max_output_bytes)
             job.process(JobEvent.VERIFIED)
             record.output_bytes = sum(output.size for output in outputs)
@@ -255,8 +256,12 @@ async def _run(
     throttle.ready(trio.current_time())
 
     def report(percentage: float) -> None:
-        if throttle.ready(trio.current_time()):
-            outbox.offer(Progress(job.job_id, percentage, plan.stage))
+        if not throttle.ready(trio.current_time()):
+            return
+        # The extension's fields only for a job that asked; unset fields are not sent.
+        detail = job.progress_detail
+        eta, speed = (parser.eta_s(), parser.speed) if detail else (None, None)
+        outbox.offer(Progress(job.job_id, percentage, plan.stage, eta_s=eta, speed=speed))
 
     prefix = ffmpeg_prefix(config.ffmpeg.ffmpeg, config.ffmpeg.threads)
     max_pixels = config.limits.max_pixels

@@ -121,6 +121,7 @@ class Connection:
                 delivery=message.delivery,
                 output=message.output,
                 connection_id=self.connection_id,
+                progress_detail=bool(message.progress and message.progress.detail),
             )
             await self.nursery.start(self._job_task, job, _announced_sizes(message, options))
         except FFserveError as exc:

@@ -78,6 +78,13 @@ class OutputTarget:
 
 
 @attrs.frozen
+class ProgressRequest:
+    """Extension: `detail` adds `eta_s` and `speed` to the job's progress messages."""
+
+    detail: bool = False
+
+
+@attrs.frozen
 class StartJob:
     job_id: str = attrs.field(validator=_job_id)
     operation: str
@@ -86,6 +93,7 @@ class StartJob:
     options: dict[str, Any] = attrs.field(factory=dict)
     delivery: Delivery | None = None
     output: OutputTarget | None = None
+    progress: ProgressRequest | None = None
 
 
 @attrs.frozen
@@ -116,6 +124,10 @@ class Progress:
     percentage: float
     stage: str
     ffmpeg_log: str | None = None
+    # Extension, only for jobs that asked (`"progress": {"detail": true}`): estimated
+    # seconds left, and FFmpeg's speed (output seconds per second).
+    eta_s: float | None = None
+    speed: float | None = None
 
 
 @attrs.frozen
