@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from ffserve.service.cli import main
+from ffserve.cli import main
 
 raise SystemExit(main())

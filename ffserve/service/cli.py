@@ -12,6 +12,7 @@ import logging
 import resource
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,10 @@ from ffserve.session.auth import mint_token, read_secret
 RESERVED_CLAIMS = frozenset({"sub", "aud", "iat", "exp"})
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="ffserve", description="FFmpeg jobs over WebSocket")
-    parser.add_argument("--version", action="version", version=f"ffserve {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `serve` and `token` (each with its `handler`) on the main parser."""
     run = commands.add_parser("serve", help="run the service")
+    run.set_defaults(handler=run_service)
     run.add_argument(
         "--config",
         type=Path,
@@ -48,22 +48,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=FORMATS,
         help="text (default) or json: one JSON object a line",
     )
-    mint = commands.add_parser("token", help="print an HS256 token signed with auth.secret_file")
-    mint.add_argument(
+    mint_command = commands.add_parser(
+        "token", help="print an HS256 token signed with auth.secret_file"
+    )
+    mint_command.set_defaults(handler=mint)
+    mint_command.add_argument(
         "--config",
         type=Path,
         default=None,
         help="TOML config (default: ./config.toml if it exists)",
     )
-    mint.add_argument("--sub", required=True, help="the token's subject (who it is for)")
-    mint.add_argument("--ttl", type=int, default=3600, help="seconds it is valid (default 3600)")
-    mint.add_argument(
+    mint_command.add_argument("--sub", required=True, help="the token's subject (who it is for)")
+    mint_command.add_argument(
+        "--ttl", type=int, default=3600, help="seconds it is valid (default 3600)"
+    )
+    mint_command.add_argument(
         "--claim",
         action="append",
         default=[],
         metavar="KEY=VALUE",
         help="another claim; VALUE is JSON if it parses as JSON, else a string (repeatable)",
     )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The service's own commands only (`ffserve.cli` adds the client's)."""
+    parser = argparse.ArgumentParser(prog="ffserve", description="FFmpeg jobs over WebSocket")
+    parser.add_argument("--version", action="version", version=f"ffserve {__version__}")
+    add_commands(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(argv)
 
 
@@ -150,8 +162,13 @@ def configure_logging(level: str, log_format: str = "text") -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.command == "token":
-        return mint(args)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
+
+
+def run_service(args: argparse.Namespace) -> int:
+    """`ffserve serve`: 0 after a clean stop, 1 if it cannot start, 2 for a bad config or
+    log level."""
     try:
         configure_logging(args.log_level, args.log_format)
     except ValueError as exc:

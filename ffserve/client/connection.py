@@ -1,0 +1,184 @@
+"""`open_client(url, token=None)`: one WebSocket connection, any number of jobs on it.
+
+    open_client
+     |- reader task: each message to its job's channel, by `job_id`
+     '- the caller's body: `await client.run(...)`, concurrently as often as it likes
+
+The reader hands a job's messages over a small bounded channel, so a job that is slow
+to write its outputs slows the connection down rather than buffering without bound.
+
+Cancellation: leaving the block cancels the reader and closes the connection (the
+server then cancels any job still on it). Errors: ConnectionFailed / Unauthorized when
+the connection cannot be opened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    WebSocketConnection,
+    open_websocket_url,
+)
+
+from ffserve.client.errors import ConnectionFailed, Unauthorized, one_error
+from ffserve.client.progress import JobProgress
+from ffserve.client.result import Result
+from ffserve.errors import ProtocolError
+from ffserve.wire.binary import decode_binary
+
+# A message: a decoded text message, or a binary frame's header and payload.
+Incoming = dict[str, Any] | tuple[dict[str, Any], bytes]
+CHUNK_KB = 1024  # the server's default `[limits] chunk_kb`; a server with less says so
+# The largest message the client accepts: a chunk of the largest `chunk_kb` a client
+# can ask for (16 MiB) and its header.
+MAX_MESSAGE = 16 * 1024 * 1024 + 64 * 1024
+
+
+@attrs.define(eq=False)
+class Client:
+    """A connection to an ffserve server. Make it with `open_client`."""
+
+    ws: WebSocketConnection
+    chunk_kb: int = CHUNK_KB
+    routes: dict[str, trio.MemorySendChannel[Incoming]] = attrs.Factory(dict)
+    closed: str | None = None  # why the connection ended, once it has
+    _ids: int = 0
+
+    async def run(
+        self,
+        operation: str,
+        inputs: Sequence[str | os.PathLike[str]],
+        options: dict[str, Any] | None = None,
+        *,
+        out_dir: str | os.PathLike[str] | None = None,
+        progress: Callable[[JobProgress], None] | None = None,
+        job_id: str | None = None,
+    ) -> Result:
+        """Run one job to its end; see `ffserve.client.job.run_job`."""
+        from ffserve.client.job import run_job
+
+        if job_id is None:
+            self._ids += 1
+            job_id = f"job-{self._ids}"
+        return await run_job(
+            self,
+            job_id,
+            operation,
+            list(inputs),
+            options or {},
+            out_dir=Path.cwd() if out_dir is None else Path(out_dir),
+            progress=progress,
+        )
+
+    async def send(self, message: dict[str, Any] | bytes) -> None:
+        """Errors: ConnectionFailed once the connection is gone."""
+        data = message if isinstance(message, bytes) else json.dumps(message)
+        try:
+            await self.ws.send_message(data)
+        except ConnectionClosed as exc:
+            raise ConnectionFailed(f"connection closed: {exc.reason}") from None
+
+    def route(self, job_id: str) -> trio.MemoryReceiveChannel[Incoming]:
+        """Start routing `job_id`'s messages to the returned channel (closed when the
+        connection ends)."""
+        send, receive = trio.open_memory_channel[Incoming](16)
+        if self.closed is not None:
+            send.close()
+        self.routes[job_id] = send
+        return receive
+
+    def unroute(self, job_id: str) -> None:
+        channel = self.routes.pop(job_id, None)
+        if channel is not None:
+            channel.close()
+
+    async def serve_reader(self, *, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        try:
+            while True:
+                message = await self.ws.get_message()
+                for job_id, item in _addressed(message, self.routes):
+                    channel = self.routes.get(job_id)
+                    if channel is None:
+                        continue  # a job this client has finished with
+                    try:
+                        await channel.send(item)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        self.routes.pop(job_id, None)
+        except ConnectionClosed as exc:
+            reason = exc.reason
+            self.closed = (
+                f"connection closed ({reason.code}: {reason.reason or ''})" if reason else None
+            )
+        finally:
+            self.closed = self.closed or "connection closed"
+            for channel in self.routes.values():
+                channel.close()
+
+
+def _addressed(message: str | bytes, routes: dict[str, Any]) -> list[tuple[str, Incoming]]:
+    """Which jobs a message is for: its `job_id`; an error naming no job goes to all."""
+    if isinstance(message, bytes):
+        try:
+            frame = decode_binary(message)
+        except ProtocolError:
+            return []
+        header = {"job_id": frame.job_id, "filename": frame.filename, **frame.extra}
+        return [(frame.job_id, (header, bytes(frame.payload)))]
+    try:
+        data = json.loads(message)
+    except ValueError:
+        return []
+    if not isinstance(data, dict):
+        return []
+    job_id = data.get("job_id")
+    if isinstance(job_id, str):
+        return [(job_id, data)]
+    if data.get("type") == "error":
+        return [(name, data) for name in list(routes)]
+    return []  # pong
+
+
+@contextlib.asynccontextmanager
+async def open_client(
+    url: str, token: str | None = None, *, chunk_kb: int = CHUNK_KB
+) -> AsyncIterator[Client]:
+    """Connect to `url` (`ws://host:port/`), with `token` as `Authorization: Bearer`.
+
+    `chunk_kb` is the upload chunk size to try first (a server that allows less says so,
+    and the client goes down to its limit). Errors: Unauthorized (HTTP 401),
+    ConnectionFailed (refused, another HTTP status, handshake failure).
+    """
+    headers = [(b"authorization", f"Bearer {token}".encode())] if token else None
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            ws = await stack.enter_async_context(
+                open_websocket_url(url, extra_headers=headers, max_message_size=MAX_MESSAGE)
+            )
+        except ConnectionRejected as exc:
+            body = (exc.body or b"").decode("utf-8", "replace").strip()
+            cls = Unauthorized if exc.status_code == 401 else ConnectionFailed
+            raise cls(f"HTTP {exc.status_code}: {body}", status=exc.status_code) from None
+        except (HandshakeError, OSError, trio.TooSlowError) as exc:
+            raise ConnectionFailed(
+                f"cannot connect to {url}: {exc or type(exc).__name__}"
+            ) from None
+        client = Client(ws, chunk_kb=chunk_kb)
+        with one_error():
+            async with trio.open_nursery() as nursery:
+                await nursery.start(client.serve_reader)
+                try:
+                    yield client
+                finally:
+                    nursery.cancel_scope.cancel()
