@@ -59,3 +59,14 @@ def test_throttle() -> None:
     assert throttle.ready(10.0)
     assert not throttle.ready(10.1)
     assert throttle.ready(10.3)
+
+
+def test_parser_reads_speed_and_estimates_time_left() -> None:
+    parser = ProgressParser(10.0)
+    assert parser.eta_s() is None
+    parser.feed(b"out_time_us=N/A\nspeed=N/A\nprogress=continue\n")
+    assert (parser.speed, parser.eta_s()) == (None, None)
+    parser.feed(b"out_time_us=4000000\nspeed=2.5x\nprogress=continue\n")
+    assert (parser.speed, parser.eta_s(), parser.percentage) == (2.5, 2.4, 40.0)
+    parser.feed(b"out_time_us=10000000\nspeed=   5x\nprogress=end\n")
+    assert (parser.speed, parser.eta_s(), parser.percentage) == (5.0, 0.0, 100.0)
