@@ -137,6 +137,10 @@ async def _submit(args: argparse.Namespace, options: dict[str, Any], groups: lis
             bar.end(exc.code)
             lines.append(f"ffserve: {files[0]}: {exc}")
             codes.append(exit_code(exc))
+        except trio.Cancelled:  # Ctrl-C: `run` has cancelled the job on the server
+            bar.end("cancelled")
+            lines.append(f"ffserve: {files[0]}: job cancelled")
+            raise
         except ClientError as exc:
             bar.end("failed")
             lines.append(f"ffserve: {files[0]}: {exc}")
