@@ -26,7 +26,7 @@ from ffserve.metrics import CONTENT_TYPE
 from ffserve.service.console import Console
 from ffserve.session.auth import Authenticator, Unauthorized
 
-FEATURES = ("multi_upload", "multi_output", "probe", "chunked", "output_url")
+FEATURES = ("multi_upload", "multi_output", "probe", "chunked", "output_url", "progress_detail")
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
