@@ -43,6 +43,8 @@ CHUNK_KB = 1024  # the server's default `[limits] chunk_kb`; a server with less 
 # The largest message the client accepts: a chunk of the largest `chunk_kb` a client
 # can ask for (16 MiB) and its header.
 MAX_MESSAGE = 16 * 1024 * 1024 + 64 * 1024
+SEND_BOUND_S = 30.0  # one message (a chunk of at most 16 MiB) to a server that reads
+CLOSE_BOUND_S = 5.0  # the closing handshake with a server that does not answer it
 
 
 @attrs.define(eq=False)
@@ -84,10 +86,18 @@ class Client:
     async def send(self, message: dict[str, Any] | bytes) -> None:
         """Errors: ConnectionFailed once the connection is gone."""
         data = message if isinstance(message, bytes) else json.dumps(message)
+        # A message cut off halfway (trio-websocket writes it with one send_all) would
+        # leave the connection mid-frame for every job on it: once begun, it is finished,
+        # shielded from cancellation but within a bound.
         try:
-            await self.ws.send_message(data)
+            with trio.move_on_after(SEND_BOUND_S, shield=True) as bound:
+                await self.ws.send_message(data)
         except ConnectionClosed as exc:
             raise ConnectionFailed(f"connection closed: {exc.reason}") from None
+        if bound.cancelled_caught:
+            self.closed = "the server stopped reading"
+            raise ConnectionFailed(self.closed)
+        await trio.lowlevel.checkpoint_if_cancelled()  # a cancel meanwhile, seen now
 
     def route(self, job_id: str) -> trio.MemoryReceiveChannel[Incoming]:
         """Start routing `job_id`'s messages to the returned channel (closed when the
@@ -164,7 +174,12 @@ async def open_client(
     async with contextlib.AsyncExitStack() as stack:
         try:
             ws = await stack.enter_async_context(
-                open_websocket_url(url, extra_headers=headers, max_message_size=MAX_MESSAGE)
+                open_websocket_url(
+                    url,
+                    extra_headers=headers,
+                    max_message_size=MAX_MESSAGE,
+                    disconnect_timeout=CLOSE_BOUND_S,
+                )
             )
         except ConnectionRejected as exc:
             body = (exc.body or b"").decode("utf-8", "replace").strip()

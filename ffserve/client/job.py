@@ -75,6 +75,7 @@ async def run_job(
             async with channel:
                 try:
                     await client.send(start)
+                    tracker.started = True
                     async with trio.open_nursery() as nursery:
                         if paths and not url:
                             nursery.start_soon(tracker.upload, paths, specs)
@@ -82,7 +83,7 @@ async def run_job(
                         nursery.cancel_scope.cancel()
                     return result
                 except BaseException:
-                    if not tracker.ended:
+                    if tracker.started and not tracker.ended:
                         with trio.move_on_after(CANCEL_GRACE_S, shield=True):
                             await tracker.cancel(channel)
                     raise
@@ -99,6 +100,7 @@ class _Job:
     out_dir: Path
     report: Report
     specs: list[dict[str, Any]]
+    started: bool = False  # start_job has gone out: there may be a job to cancel
     ended: bool = False
     window: UploadWindow = attrs.field(init=False)
     writers: dict[int, OutputWriter] = attrs.Factory(dict)

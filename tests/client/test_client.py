@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import threading
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import trio
 
 from ffserve.client import (
     InvalidRequest,
+    JobCancelled,
     JobFailed,
     JobProgress,
     QuotaExceeded,
@@ -22,6 +25,7 @@ from ffserve.client import (
     Unauthorized,
     open_client,
 )
+from ffserve.client.blocking import run_job_blocking
 from ffserve.client.errors import ConnectionFailed
 from ffserve.service.server import Endpoints
 from tests.conftest import BLOCKER_OPTIONS, Media, StartServer
@@ -206,3 +210,37 @@ async def test_no_server_is_connection_failed() -> None:
     with trio.fail_after(10), pytest.raises(ConnectionFailed):
         async with open_client("ws://127.0.0.1:1/"):
             pass
+
+
+async def test_blocking_wrapper_runs_and_cancels(
+    start_server: StartServer, media: Media, blocker: Path, tmp_path: Path
+) -> None:
+    """`run_job_blocking` runs its own Trio loop in a worker thread (as asyncio's
+    `to_thread` would), and its `cancel` event cancels the job on the server."""
+    server = await start_server()
+    cancel = threading.Event()
+    with trio.fail_after(60):
+        result = await trio.to_thread.run_sync(
+            partial(run_job_blocking, server.url, "thumbnail", [media.clip], out_dir=tmp_path)
+        )
+        [image] = result.outputs
+        assert streams(probe(image.path), "video")[0]["codec_name"] == "mjpeg"
+
+        def processing(event: JobProgress) -> None:
+            if event.phase == "processing":
+                cancel.set()
+
+        blocked = partial(
+            run_job_blocking,
+            server.url,
+            "speed",
+            [blocker],
+            BLOCKER_OPTIONS,
+            out_dir=tmp_path,
+            progress=processing,
+            cancel=cancel,
+        )
+        with pytest.raises(JobCancelled):
+            await trio.to_thread.run_sync(blocked)
+        state = await health(server)
+    assert (state["running"], state["queued"]) == (0, 0)
