@@ -20,6 +20,7 @@ from ffserve.wire.messages import (
     Delivery,
     FileSpec,
     OutputTarget,
+    ProgressRequest,
     UploadInput,
     UrlInput,
 )
@@ -28,7 +29,13 @@ from ffserve.wire.options import OPERATIONS
 DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.yaml"
 MESSAGES = {**CLIENT_TYPES, **{tag: cls for cls, tag in SERVER_TYPES.items()}}
 # Nested objects of start_job, with the field their JSON adds beside the class's own.
-NESTED = {FileSpec: (), UploadInput: ("source",), UrlInput: ("source",), Delivery: ()}
+NESTED = {
+    FileSpec: (),
+    UploadInput: ("source",),
+    UrlInput: ("source",),
+    Delivery: (),
+    ProgressRequest: (),
+}
 NESTED[OutputTarget] = ()
 JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
 
