@@ -80,11 +80,19 @@ echo "upgrade without a token: HTTP $code"
 [ "$code" = 401 ] || { echo "FAIL: expected 401"; exit 1; }
 python scripts/image_job.py ws://127.0.0.1:18080/ "$NAME" "$token"
 
-echo "== podman stop -t 30 (the client has gone, so has its job: a drain with jobs running is not tested here)"
+echo "== podman stop -t 30 with a job running: it finishes or is told SHUTTING_DOWN, close 1001, exit 0"
+python scripts/image_job.py hold ws://127.0.0.1:18080/ "$token" >/tmp/ffserve-drain.log 2>&1 &
+holder=$!
+for _ in $(seq 300); do grep -q RUNNING /tmp/ffserve-drain.log && break; sleep 0.1; done
+grep -q RUNNING /tmp/ffserve-drain.log || { cat /tmp/ffserve-drain.log; echo "FAIL: no job running"; exit 1; }
 start=$(date +%s.%N)
 podman stop -t 30 "$NAME" >/dev/null
 code=$(podman inspect "$NAME" --format '{{.State.ExitCode}}')
 printf 'stopped in %.1f s, exit code %s\n' "$(echo "$(date +%s.%N) - $start" | bc)" "$code"
+wait "$holder" || true
+cat /tmp/ffserve-drain.log
 podman logs "$NAME" 2>&1 | tail -n 4
 [ "$code" = 0 ] || { echo "FAIL: exit code $code"; exit 1; }
+grep -qE 'server said: (completed|error SHUTTING_DOWN)' /tmp/ffserve-drain.log || { echo "FAIL: the job's end was not told"; exit 1; }
+grep -q "closed: 1001" /tmp/ffserve-drain.log || { echo "FAIL: no close 1001"; exit 1; }
 echo "image-test: PASSED"

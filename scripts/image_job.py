@@ -2,6 +2,7 @@
 whose FFmpeg is inspected inside the container. Used by `just image-test`.
 
     python scripts/image_job.py ws://127.0.0.1:18080/ CONTAINER [TOKEN]
+    python scripts/image_job.py hold ws://127.0.0.1:18080/ [TOKEN]   # a job for the drain
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import tempfile
 from pathlib import Path
 
 import trio
-from trio_websocket import open_websocket_url
+from trio_websocket import ConnectionClosed, open_websocket_url
+
+from ffserve.client import open_client
 
 
 def frame(job_id: str, name: str, data: bytes) -> bytes:
@@ -29,21 +32,13 @@ async def run(url: str, container: str, token: str | None = None) -> None:
          "-c:v", "libx264", str(clip)],
     )  # fmt: skip
     headers = [(b"authorization", f"Bearer {token}".encode())] if token else None
-    async with open_websocket_url(url, max_message_size=64 << 20, extra_headers=headers) as ws:
-        start = {"type": "start_job", "job_id": "t", "operation": "thumbnail",
-                 "input": {"source": "upload"},
-                 "options": {"timestamp": 1.0, "width": 320}}  # fmt: skip
-        await ws.send_message(json.dumps(start))
-        await ws.send_message(frame("t", "clip.mp4", clip.read_bytes()))
-        while True:
-            message = await ws.get_message()
-            if isinstance(message, bytes):
-                (length,) = struct.unpack(">I", message[:4])
-                (work / "thumb.jpg").write_bytes(message[4 + length :])
-                break
-            print("  <-", message[:160])
-            if json.loads(message)["type"] == "error":
-                raise SystemExit("job failed")
+    # The Python client (ffserve.client): chunked upload and delivery, sha256 checked.
+    async with open_client(url, token) as client:
+        result = await client.run(
+            "thumbnail", [clip], {"timestamp": 1.0, "width": 320}, out_dir=work
+        )
+    (work / "thumb.jpg").write_bytes(result.outputs[0].path.read_bytes())
+    print("  <- completed:", result.metadata["filename"], result.metadata["size_bytes"], "bytes")
     probe = await trio.run_process(
         ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "json",
          str(work / "thumb.jpg")],
@@ -64,7 +59,7 @@ async def run(url: str, container: str, token: str | None = None) -> None:
                  "input": {"source": "upload"}, "options": {"speed_factor": 0.25}}  # fmt: skip
         await ws.send_message(json.dumps(start))
         await ws.send_message(frame("long", "silence.flac", silence.read_bytes()))
-        while '"processing"' not in (message := await ws.get_message()):
+        while '"processing"' not in str(await ws.get_message()):
             pass
         await trio.sleep(0.5)
         script = (
@@ -83,5 +78,39 @@ async def run(url: str, container: str, token: str | None = None) -> None:
         print("long job confirmed sandboxed; closing the connection cancels it")
 
 
+async def hold(url: str, token: str | None) -> None:
+    """Keep a job running while the server is stopped: print RUNNING once FFmpeg runs,
+    then what the server says before it closes (`podman stop` must drain, not kill)."""
+    work = Path(tempfile.mkdtemp(prefix="image-drain-"))
+    silence = work / "silence.flac"
+    await trio.run_process(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "3600",
+         "-c:a", "flac", str(silence)],
+    )  # fmt: skip
+    headers = [(b"authorization", f"Bearer {token}".encode())] if token else None
+    async with open_websocket_url(url, max_message_size=64 << 20, extra_headers=headers) as ws:
+        start = {"type": "start_job", "job_id": "drained", "operation": "speed",
+                 "input": {"source": "upload"}, "options": {"speed_factor": 0.25}}  # fmt: skip
+        await ws.send_message(json.dumps(start))
+        await ws.send_message(frame("drained", "silence.flac", silence.read_bytes()))
+        while '"processing"' not in str(await ws.get_message()):
+            pass
+        print("RUNNING", flush=True)
+        try:
+            while True:
+                message = await ws.get_message()
+                # Within the drain deadline the job may finish (completed, then its
+                # output); past it, it is cut (error SHUTTING_DOWN). Then close 1001.
+                said = json.loads(message) if isinstance(message, str) else {}
+                if said.get("type") in ("error", "completed"):
+                    print("server said:", said["type"], said.get("code", ""), flush=True)
+        except ConnectionClosed as closed:
+            reason = closed.reason
+            print("closed:", reason.code if reason else None, reason.reason if reason else "")
+
+
 if __name__ == "__main__":
-    trio.run(run, sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
+    if sys.argv[1] == "hold":
+        trio.run(hold, sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
+    else:
+        trio.run(run, sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
