@@ -17,6 +17,7 @@ uploads that never come cannot make the server BUSY for everybody else.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping
@@ -52,7 +53,13 @@ class Quota:
 
         def number(key: str, default: float) -> float:
             value = given.get(key)
-            if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            # JSON allows Infinity (and PyJWT reads it): a quota is a finite number.
+            if (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and value >= 0
+            ):
                 return float(value)
             return default
 

@@ -73,3 +73,11 @@ def test_stale_clients_are_pruned() -> None:
         quotas.ran(n, 1.0, 0.0)  # a run each, then gone
     quotas.connect("new", quota, HOUR_S + 1)
     assert list(quotas._usage) == ["new"]
+
+
+def test_an_infinite_quota_in_a_token_is_the_default() -> None:
+    """JSON allows Infinity, and PyJWT reads it: int(inf) must not drop the connection."""
+    quota = Quota.of(
+        DEFAULTS, {"quota": {"concurrent_jobs": float("inf"), "input_mb": float("nan")}}
+    )
+    assert quota == Quota.of(DEFAULTS, {})
