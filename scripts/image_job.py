@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import trio
-from trio_websocket import ConnectionClosed, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from ffserve.client import open_client
 
@@ -22,6 +22,26 @@ from ffserve.client import open_client
 def frame(job_id: str, name: str, data: bytes) -> bytes:
     header = json.dumps({"job_id": job_id, "filename": name}).encode()
     return struct.pack(">I", len(header)) + header + data
+
+
+async def make_silence(work: Path) -> Path:
+    """An hour of 16 kHz silence as FLAC (small): speed 0.25 keeps FFmpeg busy on it."""
+    silence = work / "silence.flac"
+    await trio.run_process(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "3600",
+         "-c:a", "flac", str(silence)],
+    )  # fmt: skip
+    return silence
+
+
+async def start_long_job(ws: WebSocketConnection, job_id: str, silence: Path) -> None:
+    """Start a long `speed` job on `silence` and return once its FFmpeg runs."""
+    start = {"type": "start_job", "job_id": job_id, "operation": "speed",
+             "input": {"source": "upload"}, "options": {"speed_factor": 0.25}}  # fmt: skip
+    await ws.send_message(json.dumps(start))
+    await ws.send_message(frame(job_id, "silence.flac", await trio.Path(silence).read_bytes()))
+    while '"processing"' not in str(await ws.get_message()):
+        pass
 
 
 async def run(url: str, container: str, token: str | None = None) -> None:
@@ -49,18 +69,9 @@ async def run(url: str, container: str, token: str | None = None) -> None:
     assert (stream["codec_name"], stream["width"], stream["height"]) == ("mjpeg", 320, 180)
 
     # A long job: its FFmpeg, inside the container, must be sandboxed.
-    silence = work / "silence.flac"
-    await trio.run_process(
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "3600",
-         "-c:a", "flac", str(silence)],
-    )  # fmt: skip
+    silence = await make_silence(work)
     async with open_websocket_url(url, max_message_size=64 << 20, extra_headers=headers) as ws:
-        start = {"type": "start_job", "job_id": "long", "operation": "speed",
-                 "input": {"source": "upload"}, "options": {"speed_factor": 0.25}}  # fmt: skip
-        await ws.send_message(json.dumps(start))
-        await ws.send_message(frame("long", "silence.flac", silence.read_bytes()))
-        while '"processing"' not in str(await ws.get_message()):
-            pass
+        await start_long_job(ws, "long", silence)
         await trio.sleep(0.5)
         script = (
             'for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = ffmpeg ] && '
@@ -82,19 +93,10 @@ async def hold(url: str, token: str | None) -> None:
     """Keep a job running while the server is stopped: print RUNNING once FFmpeg runs,
     then what the server says before it closes (`podman stop` must drain, not kill)."""
     work = Path(tempfile.mkdtemp(prefix="image-drain-"))
-    silence = work / "silence.flac"
-    await trio.run_process(
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "3600",
-         "-c:a", "flac", str(silence)],
-    )  # fmt: skip
+    silence = await make_silence(work)
     headers = [(b"authorization", f"Bearer {token}".encode())] if token else None
     async with open_websocket_url(url, max_message_size=64 << 20, extra_headers=headers) as ws:
-        start = {"type": "start_job", "job_id": "drained", "operation": "speed",
-                 "input": {"source": "upload"}, "options": {"speed_factor": 0.25}}  # fmt: skip
-        await ws.send_message(json.dumps(start))
-        await ws.send_message(frame("drained", "silence.flac", silence.read_bytes()))
-        while '"processing"' not in str(await ws.get_message()):
-            pass
+        await start_long_job(ws, "drained", silence)
         print("RUNNING", flush=True)
         try:
             while True:
