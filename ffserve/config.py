@@ -67,6 +67,9 @@ class JobsConfig:
     timeout_s: float = attrs.field(default=600.0, validator=in_range(0.1, 86400))
     input_timeout_s: float = attrs.field(default=120.0, validator=in_range(0.1, 86400))
     per_connection_limit: int = attrs.field(default=64, validator=in_range(1, 100_000))
+    # Seconds a refused client is told to wait before it tries again: BUSY errors'
+    # `details.retry_after_s`, and the Retry-After of /ready's 503 when full.
+    retry_after_s: float = attrs.field(default=2.0, validator=in_range(0, 3600))
 
 
 @attrs.frozen

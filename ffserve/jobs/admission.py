@@ -73,7 +73,7 @@ class Admission:
         if self.draining:
             raise AdmissionError("server is shutting down", code=ErrorCode.SHUTTING_DOWN)
         if share.admitted >= share.limit:
-            raise AdmissionError("too many active jobs on this connection", code=ErrorCode.BUSY)
+            raise self.pool.busy("too many active jobs on this connection")
         self.pool.check()
         self.quotas.start_job(share.client, share.quota, operation, total, trio.current_time)
         # Nothing can fail from here on: every place is taken together.
@@ -81,6 +81,12 @@ class Admission:
         share.admitted += 1
         self.reserved_bytes += total
         return Ticket(self, share, total)
+
+    @property
+    def out_of_disk(self) -> bool:
+        """Whether the temp disk is down to its reserve (what live jobs announced counted
+        as used): no job with an input could be let in now."""
+        return self.available() <= 0
 
     def available(self) -> int:
         """Temp disk bytes a job may still write: free space, less the reserve and what

@@ -31,6 +31,9 @@ class _Waiter:
 class WorkerPool:
     capacity: int
     queue_limit: int
+    # The hint of a BUSY refusal (`details.retry_after_s`): seconds after which a place
+    # may well be free again (`jobs.retry_after_s`).
+    retry_after_s: float = 2.0
     running: int = 0
     admitted: int = 0
     receiving: int = 0  # admitted jobs whose input is not complete
@@ -53,10 +56,15 @@ class WorkerPool:
     def check(self) -> None:
         """Errors: AdmissionError(BUSY) when the queue is full."""
         if self.full:
-            raise AdmissionError(
-                f"server busy: {self.running} jobs running and {self.queued} queued; retry later",
-                code=ErrorCode.BUSY,
+            raise self.busy(
+                f"server busy: {self.running} jobs running and {self.queued} queued; retry later"
             )
+
+    def busy(self, message: str) -> AdmissionError:
+        """A BUSY refusal, with its retry hint in `details.retry_after_s`."""
+        return AdmissionError(
+            message, code=ErrorCode.BUSY, details={"retry_after_s": self.retry_after_s}
+        )
 
     def admit(self) -> None:
         """Count a job that is receiving its input; `ready` once it is in, `discharge`

@@ -42,7 +42,8 @@ class Services:
     ) -> Services:
         """The services of a server with `config`, its URL client, its jobs' root dir and
         the confinement its FFmpeg children run in."""
-        pool = WorkerPool(config.jobs.max_concurrent, config.jobs.queue_limit)
+        jobs = config.jobs
+        pool = WorkerPool(jobs.max_concurrent, jobs.queue_limit, jobs.retry_after_s)
         metrics = Metrics(OPERATIONS)
         metrics.watch("jobs_running", "Jobs running FFmpeg", lambda: pool.running)
         metrics.watch("jobs_queued", "Jobs admitted and not running", lambda: pool.queued)

@@ -6,12 +6,19 @@ console` is on; off, `/` is 404 like any unknown path.
 With `[auth] mode = "jwt"`, `/metrics` and the details of `/health` need a valid token
 (`Authorization: Bearer`, checked as on the WebSocket upgrade): without one `/health`
 says only `{"status": ...}` (what a load balancer needs) and `/metrics` is 401; a token
-that is given but bad is 401 on both. `/ready` is always open.
+that is given but bad is 401 on both.
+
+`/ready` is for load balancers and orchestrators, always open, token or not, so it says
+only `{"ready": true}` (200) or `{"ready": false}` (503): why not is in the detailed
+`/health` (`not_ready`). It is 503 from the moment a drain begins (the listener closes at
+the same time), while the admission queue is full, and while the temp disk is down to its
+reserve; the last two with `Retry-After` (`jobs.retry_after_s`), as they pass by themselves.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -43,6 +50,8 @@ def health(services: Services, ffmpeg_version: str) -> dict[str, Any]:
         "capacity": pool.capacity,
         "queue_limit": pool.queue_limit,
         "connections": services.metrics.connections,
+        # Why /ready says 503, or None.
+        "not_ready": not_ready(services),
         # Protocol extensions this server speaks (docs/protocol.md section 8).
         "features": list(FEATURES),
         # Which protections FFmpeg and ffprobe run under (docs/sandbox.md).
@@ -50,12 +59,31 @@ def health(services: Services, ffmpeg_version: str) -> dict[str, Any]:
     }
 
 
-def ready(services: Services) -> tuple[int, dict[str, Any]]:
-    if services.admission.draining:
-        return 503, {"ready": False, "reason": "draining"}
+def not_ready(services: Services) -> str | None:
+    """Why this instance should get no new clients now, or None."""
+    admission = services.admission
+    if admission.draining:
+        return "draining"
     if services.pool.full:
-        return 503, {"ready": False, "reason": "queue full"}
-    return 200, {"ready": True}
+        return "queue full"
+    if admission.out_of_disk:
+        return "disk reserve"
+    return None
+
+
+def ready(services: Services) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """/ready's status, body and headers: nothing an unauthenticated caller should not know."""
+    reason = not_ready(services)
+    if reason is None:
+        return 200, b'{"ready": true}', []
+    # A drain ends with the process: no time to wait for. A full queue or disk empties.
+    wait = [] if reason == "draining" else [_retry_after(services.config.jobs.retry_after_s)]
+    return 503, b'{"ready": false}', wait
+
+
+def _retry_after(seconds: float) -> tuple[bytes, bytes]:
+    """RFC 9110 10.2.3: delay-seconds is a whole number."""
+    return b"retry-after", str(math.ceil(seconds)).encode()
 
 
 def make_app(
@@ -114,8 +142,8 @@ def make_app(
                 report = {"status": report["status"]}
             status, body, kind = 200, json.dumps(report).encode(), "application/json"
         elif path == "/ready":
-            code, payload = ready(services)
-            status, body, kind = code, json.dumps(payload).encode(), "application/json"
+            status, body, extra = ready(services)
+            kind = "application/json"
         elif path == "/metrics":
             status, body, kind = 200, services.metrics.render(), CONTENT_TYPE
         else:

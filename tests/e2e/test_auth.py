@@ -190,6 +190,7 @@ async def test_health_shows_details_only_with_a_token_and_metrics_needs_one(
             bad_metrics = await http.get("/metrics", headers=bad)
             ok_metrics = await http.get("/metrics", headers=good)
             ready = await http.get("/ready")
+            ready_bad_token = await http.get("/ready", headers=bad)
     assert (bare.status_code, bare.json()) == (200, {"status": "ok"})
     assert detailed.status_code == 200
     assert detailed.json()["status"] == "ok" and "ffmpeg_version" in detailed.json()
@@ -201,7 +202,9 @@ async def test_health_shows_details_only_with_a_token_and_metrics_needs_one(
     assert "ffserve_" not in no_metrics.text
     assert bad_metrics.status_code == 401
     assert ok_metrics.status_code == 200 and "ffserve_connections" in ok_metrics.text
+    # /ready is for balancers, which have no token: open, and it says only the verdict.
     assert (ready.status_code, ready.json()) == (200, {"ready": True})
+    assert (ready_bad_token.status_code, ready_bad_token.json()) == (200, {"ready": True})
 
 
 async def test_with_auth_off_health_and_metrics_are_open(start_server: StartServer) -> None:

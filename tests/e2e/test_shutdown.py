@@ -125,7 +125,9 @@ async def wait_draining(http: httpx.AsyncClient, server: ServerProcess) -> None:
     while True:
         response = await http.get(server.ready_url)
         if response.status_code == 503:
-            assert response.json() == {"ready": False, "reason": "draining"}
+            # Nothing but the verdict; a drain has no Retry-After: the process is ending.
+            assert response.json() == {"ready": False}
+            assert "retry-after" not in response.headers
             return
         await trio.sleep(0.02)
 
@@ -155,6 +157,7 @@ async def test_sigterm_drains_until_deadline_then_stops(tmp_path: Path, blocker:
                 await wait_draining(http, server)
                 health = (await http.get(f"http://127.0.0.1:{server.http_port}/health")).json()
                 assert health["status"] == "draining" and health["running"] == 1
+                assert health["not_ready"] == "draining"
                 await client.start("late", "thumbnail", {})
                 await next_error(client, "SHUTTING_DOWN", "late")
                 assert still_alive(children) == children  # still draining
@@ -244,6 +247,7 @@ async def test_health_and_ready(start_server: StartServer) -> None:
             assert health["ffmpeg_version"]
             ready = await http.get(f"{base}/ready")
             assert (ready.status_code, ready.json()) == (200, {"ready": True})
+            assert "retry-after" not in ready.headers and health["not_ready"] is None
             async with connect(server.url):
                 while (await http.get(f"{base}/health")).json()["connections"] != 1:  # noqa: ASYNC110
                     await trio.sleep(0.01)
@@ -251,6 +255,24 @@ async def test_health_and_ready(start_server: StartServer) -> None:
             assert metrics.status_code == 200 and "ffserve_worker_capacity 3" in metrics.text
             assert (await http.get(f"{base}/nope")).status_code == 404
             assert (await http.post(f"{base}/ready")).status_code == 405
+
+
+async def test_ready_is_503_while_the_temp_disk_is_down_to_its_reserve(
+    start_server: StartServer,
+) -> None:
+    """No disk left above `storage.reserve_mb`: no job with an input could be let in, so
+    the balancer should send clients elsewhere, and come back after Retry-After."""
+    low = await start_server(storage={"reserve_mb": 1e9}, jobs={"retry_after_s": 2.5})
+    fine = await start_server(storage={"reserve_mb": 0})
+    with trio.fail_after(30):
+        async with httpx.AsyncClient() as http:
+            refused = await http.get(f"http://127.0.0.1:{low.http_port}/ready")
+            health = (await http.get(f"http://127.0.0.1:{low.http_port}/health")).json()
+            ready = await http.get(f"http://127.0.0.1:{fine.http_port}/ready")
+    assert (refused.status_code, refused.json()) == (503, {"ready": False})
+    assert refused.headers["retry-after"] == "3"  # whole seconds, rounded up
+    assert health["not_ready"] == "disk reserve" and health["status"] == "ok"
+    assert ready.status_code == 200
 
 
 async def run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[bytes]:

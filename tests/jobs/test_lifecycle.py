@@ -363,8 +363,10 @@ async def test_busy_when_admission_is_full(
             await client.start("third", "thumbnail", THUMB)
             error = await next_error(client, "BUSY", "third")
             assert "/tmp" not in error["message"]
+            assert error["details"] == {"retry_after_s": 2.0}  # jobs.retry_after_s
             response = await http.get(ready)
-            assert response.status_code == 503 and response.json()["reason"] == "queue full"
+            assert (response.status_code, response.json()) == (503, {"ready": False})
+            assert response.headers["retry-after"] == "2"
             # Another connection is refused too: admission is server-wide.
             async with connect(server.url) as other:
                 await other.start("x", "thumbnail", THUMB)
