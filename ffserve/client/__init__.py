@@ -9,7 +9,10 @@ Files travel in chunks (docs/protocol.md 8.4) whatever their size, with bounded 
 Outputs are written into `out_dir` (default: the current directory) under the names the
 server gives them, replacing files of the same name, each only once its sha256 matches.
 Cancelling `run` (its cancel scope) cancels the job on the server. Errors are the
-exceptions of `ffserve.client.errors`. From asyncio code, see `ffserve.client.blocking`.
+exceptions of `ffserve.client.errors`. A job the server refused before it began (BUSY,
+SHUTTING_DOWN) or never got (no connection) is tried again with backoff, within the
+bounds of `retry=Retry(...)` (`ffserve.client.retry`); never once its upload began.
+From asyncio code, see `ffserve.client.blocking`.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ from ffserve.client.errors import (
 )
 from ffserve.client.progress import JobProgress
 from ffserve.client.result import Output, Result
+from ffserve.client.retry import NO_RETRY, Retry
 
 __all__ = [
+    "NO_RETRY",
     "Busy",
     "Client",
     "ClientError",
@@ -42,6 +47,7 @@ __all__ = [
     "Output",
     "QuotaExceeded",
     "Result",
+    "Retry",
     "ServerError",
     "TransferError",
     "Unauthorized",

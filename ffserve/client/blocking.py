@@ -25,6 +25,7 @@ from ffserve.client.connection import open_client
 from ffserve.client.errors import JobCancelled, one_error
 from ffserve.client.progress import JobProgress
 from ffserve.client.result import Result
+from ffserve.client.retry import DEFAULT_RETRY, Retry
 
 POLL_S = 0.05
 
@@ -39,12 +40,13 @@ def run_job_blocking(
     out_dir: str | os.PathLike[str] | None = None,
     progress: Callable[[JobProgress], None] | None = None,
     cancel: threading.Event | None = None,
+    retry: Retry = DEFAULT_RETRY,
 ) -> Result:
-    """Connect, run one job, disconnect. Errors: as `Client.run`; a job cancelled through
-    `cancel` raises JobCancelled."""
+    """Connect, run one job, disconnect; `retry` as for `open_client`. Errors: as
+    `Client.run`; a job cancelled through `cancel` raises JobCancelled."""
 
     async def main() -> Result:
-        async with open_client(url, token) as client:
+        async with open_client(url, token, retry=retry) as client:
             with one_error():
                 async with trio.open_nursery() as nursery:
                     if cancel is not None:

@@ -11,6 +11,10 @@ Exit codes, for scripts:
 
 With several exit reasons, the highest wins. `--url` defaults to `$FFSERVE_URL`, else
 ws://127.0.0.1:8080/; `--token` to `$FFSERVE_TOKEN`.
+
+A connection refused, or a job the server refused before it began (BUSY, SHUTTING_DOWN),
+is tried again with backoff, up to `--retries` times within `--retry-within` seconds
+(ffserve.client.retry); a job whose upload began is never sent twice.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +34,7 @@ from rich.console import Console
 from ffserve.client.connection import Client, open_client
 from ffserve.client.display import JobBar, bars, probe_table, summary
 from ffserve.client.errors import ClientError, ConnectionFailed, InvalidRequest, ServerError
+from ffserve.client.retry import DEFAULT_RETRY, Retry
 from ffserve.errors import FFserveError
 from ffserve.wire.options import parse_options
 
@@ -62,6 +68,35 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         command.add_argument(
             "--token", default=os.environ.get("FFSERVE_TOKEN"), help="or $FFSERVE_TOKEN"
         )
+        command.add_argument(
+            "--retries",
+            type=_at_least_zero(int),
+            default=DEFAULT_RETRY.retries,
+            metavar="N",
+            help="tries again after a refused connection, BUSY or SHUTTING_DOWN before "
+            "the upload began (default %(default)s; 0: never)",
+        )
+        command.add_argument(
+            "--retry-within",
+            type=_at_least_zero(float),
+            default=DEFAULT_RETRY.within_s,
+            metavar="SECONDS",
+            help="start no new try later than this after the first (default %(default)s)",
+        )
+
+
+def _at_least_zero(kind: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = kind(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{text} is below 0")
+        return value
+
+    return parse
+
+
+def retry_of(args: argparse.Namespace) -> Retry:
+    return Retry(retries=int(args.retries), within_s=float(args.retry_within))
 
 
 def parse_opts(pairs: list[str]) -> dict[str, Any]:
@@ -152,7 +187,7 @@ async def _submit(args: argparse.Namespace, options: dict[str, Any], groups: lis
 
     with bars(console) as progress:
         try:
-            async with open_client(args.url, args.token) as client:
+            async with open_client(args.url, args.token, retry=retry_of(args)) as client:
                 with interrupt:
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(_cancel_on_sigint, interrupt)
@@ -181,7 +216,7 @@ async def _cancel_on_sigint(scope: trio.CancelScope) -> None:
 
 async def _probe(args: argparse.Namespace) -> int:
     try:
-        async with open_client(args.url, args.token) as client:
+        async with open_client(args.url, args.token, retry=retry_of(args)) as client:
             result = await client.run("probe", [args.file])
     except ClientError as exc:
         return fail(str(exc), exit_code(exc))

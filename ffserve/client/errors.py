@@ -24,7 +24,28 @@ from typing import Any
 
 
 class ClientError(Exception):
-    """Base of the client's errors."""
+    """Base of the client's errors.
+
+    `retryable`: the server surely has not taken the job (it refused it before its `ack`,
+    or was never reached), so sending it again cannot run it twice (ffserve.client.retry).
+    `retry_after_s`: the server's hint of how long to wait first, if it gave one.
+    `attempts` and `tried_s`: how often and for how long it was tried, once retries gave up.
+    """
+
+    retryable: bool = False
+    retry_after_s: float | None = None
+    attempts: int = 1
+    tried_s: float | None = None  # set once retries gave up
+
+    def gave_up(self, attempts: int, tried_s: float) -> None:
+        self.attempts, self.tried_s = attempts, tried_s
+
+    def __str__(self) -> str:
+        said = super().__str__()
+        if self.tried_s is not None:
+            times = "attempt" if self.attempts == 1 else "attempts"
+            said += f" (gave up after {self.attempts} {times} in {self.tried_s:.1f} s)"
+        return said
 
 
 class ConnectionFailed(ClientError):
@@ -59,6 +80,9 @@ class ServerError(ClientError):
         self.message = message
         self.job_id = job_id
         self.details = details or {}
+        hint = self.details.get("retry_after_s")
+        if isinstance(hint, int | float) and not isinstance(hint, bool) and 0 <= hint < 3600:
+            self.retry_after_s = float(hint)
 
 
 class InvalidRequest(ServerError):
@@ -66,7 +90,8 @@ class InvalidRequest(ServerError):
 
 
 class Busy(ServerError):
-    """BUSY or SHUTTING_DOWN: the server takes no more now; retrying later may work."""
+    """BUSY or SHUTTING_DOWN: the server takes no more now; retrying later may work, and
+    `Client.run` does so itself while the job was refused before it began."""
 
 
 class QuotaExceeded(ServerError):

@@ -8,7 +8,9 @@ Cancellation: if `run_job` is cancelled (or fails) before the job has ended, it 
 `cancel_job` and waits up to `CANCEL_GRACE_S`, shielded, for the job's last message
 (JOB_CANCELLED, or the rest of a delivery already under way), so the server is left with
 nothing of the job. Partial outputs are removed. Errors: ServerError (its subclass by
-code), TransferError, ConnectionFailed.
+code), TransferError, ConnectionFailed; `retryable` set on a BUSY or SHUTTING_DOWN
+refusal before the job's `ack`, and on a connection lost before the `ack` and before any
+byte of input went out (ffserve.client.retry).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ffserve.client.errors import ConnectionFailed, ServerError, one_error, server_error
+from ffserve.client.errors import Busy, ConnectionFailed, ServerError, one_error, server_error
 from ffserve.client.progress import JobProgress
 from ffserve.client.result import Output, Result
 from ffserve.client.transfer import OutputWriter, UploadWindow, file_spec, send_file
@@ -89,6 +91,9 @@ async def run_job(
                     raise
                 finally:
                     await tracker.discard()
+    except (Busy, ConnectionFailed) as error:
+        error.retryable = tracker.untaken(error)
+        raise
     finally:
         client.unroute(job_id)
 
@@ -101,6 +106,8 @@ class _Job:
     report: Report
     specs: list[dict[str, Any]]
     started: bool = False  # start_job has gone out: there may be a job to cancel
+    acknowledged: bool = False  # the server took the job (`ack`)
+    sent_input: bool = False  # a byte of upload has gone out
     ended: bool = False
     window: UploadWindow = attrs.field(init=False)
     writers: dict[int, OutputWriter] = attrs.Factory(dict)
@@ -111,7 +118,19 @@ class _Job:
 
     async def upload(self, paths: list[Path], specs: list[dict[str, Any]]) -> None:
         for index, (path, spec) in enumerate(zip(paths, specs, strict=True)):
-            await send_file(self.client.send, self.job_id, index, path, spec["size"], self.window)
+            await send_file(self._send_input, self.job_id, index, path, spec["size"], self.window)
+
+    async def _send_input(self, chunk: bytes) -> None:
+        self.sent_input = True  # from here on, a lost connection leaves the job unknown
+        await self.client.send(chunk)
+
+    def untaken(self, error: Busy | ConnectionFailed) -> bool:
+        """Whether the server surely has not taken the job: it refused it before `ack`
+        (chunks already sent for it are dropped), or the connection went before `ack`
+        and before any input."""
+        if self.acknowledged:
+            return False
+        return isinstance(error, Busy) or not self.sent_input
 
     async def follow(self, channel: trio.MemoryReceiveChannel[Incoming]) -> Result:
         """The job's messages until its last; returns its result or raises its error."""
@@ -133,7 +152,9 @@ class _Job:
                     continue
                 self.ended = True
                 raise error
-            if kind == "upload_progress":
+            if kind == "ack":
+                self.acknowledged = True
+            elif kind == "upload_progress":
                 self._uploaded(item)
             elif kind == "progress":
                 self._progressed(item)

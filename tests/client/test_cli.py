@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -67,7 +68,7 @@ async def test_options_are_checked_before_connecting(media: Media) -> None:
         # Nothing listens on port 1: a connection attempt would exit 3, not 2.
         done = await ffserve(
             "submit", str(media.clip), "--op", "speed", "--opt", "speed_factor=20",
-            "--url", "ws://127.0.0.1:1/",
+            "--url", "ws://127.0.0.1:1/", "--retries", "0",
         )  # fmt: skip
         unknown = await ffserve("submit", str(media.clip), "--op", "explode")
         missing = await ffserve("submit", "/no/such/file.mp4", "--op", "probe")
@@ -88,13 +89,21 @@ async def test_exit_codes_for_failures(
             "submit", str(media.silent), "--op", "extract_audio", "--url", server.url,
             "--out", str(tmp_path),
         )  # fmt: skip
-        no_server = await ffserve("probe", str(media.clip), "--url", "ws://127.0.0.1:1/")
+        no_server = await ffserve(
+            "probe", str(media.clip), "--url", "ws://127.0.0.1:1/", "--retries", "1"
+        )
+        bad_retries = await ffserve("probe", str(media.clip), "--retries", "-1")
         no_token = await ffserve("probe", str(media.clip), "--url", locked.url)
         with_token = await ffserve(
             "probe", str(media.clip), "--url", locked.url, "--token", token_for(keys)
         )
     assert failed.returncode == 1 and b"NO_AUDIO_STREAM" in failed.stderr
     assert no_server.returncode == 3
+    # Refused, tried again with backoff until the bound: said in the error.
+    assert re.search(
+        rb"cannot connect to .*failed \(gave up after 2 attempts in \d+\.\d s\)", no_server.stderr
+    )
+    assert bad_retries.returncode == 2 and b"-1 is below 0" in bad_retries.stderr
     assert no_token.returncode == 3 and b"HTTP 401" in no_token.stderr
     assert with_token.returncode == 0, with_token.stderr.decode()
 

@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from ffserve.client import (
+    NO_RETRY,
     InvalidRequest,
     JobCancelled,
     JobFailed,
@@ -208,7 +209,7 @@ async def test_auth(start_server: StartServer, media: Media, tmp_path: Path) -> 
 
 async def test_no_server_is_connection_failed() -> None:
     with trio.fail_after(10), pytest.raises(ConnectionFailed):
-        async with open_client("ws://127.0.0.1:1/"):
+        async with open_client("ws://127.0.0.1:1/", retry=NO_RETRY):
             pass
 
 
