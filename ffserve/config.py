@@ -46,6 +46,9 @@ class ServerConfig:
     send_timeout_s: float = attrs.field(default=30.0, validator=in_range(0.1, 3600))
     # Connections (handshakes in progress included) from one client address.
     max_connections_per_ip: int = attrs.field(default=64, validator=in_range(1, 1_000_000))
+    # Connections refused over a connection cap that may stay open at once, for a moment,
+    # so their 503 is read before the close; past it they are closed as soon as answered.
+    max_refused_connections: int = attrs.field(default=256, validator=in_range(0, 1_000_000))
     # A connection with no job and no message from its client for this long is closed.
     idle_timeout_s: float = attrs.field(default=300.0, validator=in_range(0.1, 86400))
     # Messages (and control frames) read per second from one connection, past a burst:

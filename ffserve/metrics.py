@@ -15,7 +15,9 @@ operation and outcome up front, so a dashboard sees zeros rather than nothing.
     ffserve_upload_throughput_bytes_per_second    an uploaded input, ack to last byte
     ffserve_delivery_throughput_bytes_per_second  results, verified to last frame queued
     ffserve_connections, ffserve_jobs_running, ffserve_jobs_queued, ffserve_worker_capacity
-    ffserve_handshakes_unauthorized_total, and the process collector's process_*
+    ffserve_handshakes_unauthorized_total
+    ffserve_handshakes_refused_total{reason}     by the front door: a connection cap, origin
+    and the process collector's process_*
 
 A job's figures are gathered as it runs in a `JobRecord` and counted once, when it ends
 (`Metrics.job_ended`), so a job is in every series or in none.
@@ -148,6 +150,13 @@ class Metrics:
         self.handshakes_unauthorized = Counter(
             "ffserve_handshakes_unauthorized",
             "WebSocket upgrades refused for want of a valid token",
+            registry=r,
+        )
+        # Labelled by ffserve.wire.door, which makes its series up front.
+        self.handshakes_refused = Counter(
+            "ffserve_handshakes_refused",
+            "WebSocket connections refused by the front door, by reason",
+            ["reason"],
             registry=r,
         )
         self._connections_gauge = Gauge(

@@ -18,6 +18,8 @@ import struct
 
 import attrs
 
+from ffserve.wire.address import plain
+
 V1_PREFIX = b"PROXY "
 V1_MAX = 107  # the longest v1 line, CRLF included (the spec's own bound)
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -33,8 +35,9 @@ class ProxyHeaderInvalid(Exception):
 
 @attrs.frozen
 class ProxyHeader:
-    # The relayed client's address; None when the balancer gives none (v1 UNKNOWN, v2
-    # LOCAL: its own health checks), so the peer's own address stands.
+    # The relayed client's address (an IPv4-mapped one as plain IPv4: one client, one
+    # address); None when the balancer gives none (v1 UNKNOWN, v2 LOCAL: its own health
+    # checks), so the peer's own address stands.
     client: str | None
     length: int  # bytes the header took; what follows is the client's
 
@@ -73,7 +76,7 @@ def _parse_v1(data: bytes) -> ProxyHeader | None:
         raise ProxyHeaderInvalid("PROXY v1 address does not match its family")
     if len(ports) != 2 or not all(0 <= port <= 65535 for port in ports):
         raise ProxyHeaderInvalid("malformed PROXY v1 ports")
-    return ProxyHeader(str(source), end + 2)
+    return ProxyHeader(str(plain(source)), end + 2)
 
 
 def _parse_v2(data: bytes) -> ProxyHeader | None:
@@ -97,7 +100,7 @@ def _parse_v2(data: bytes) -> ProxyHeader | None:
     if size < 2 * address_size + 4:
         raise ProxyHeaderInvalid("PROXY v2 header too short for its addresses")
     source = ipaddress.ip_address(bytes(body[:address_size]))
-    return ProxyHeader(str(source), length)
+    return ProxyHeader(str(plain(source)), length)
 
 
 def _unsupported(family: int) -> ProxyHeader:

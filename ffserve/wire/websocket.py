@@ -5,9 +5,10 @@ connection whose messages arrive in pieces (`ffserve.wire.frames` says why not t
       '- per TCP connection: a seat at the front door (`ffserve.wire.door`: counted from
          accept to close), a PROXY header from a trusted proxy when one is expected, the
          upgrade request (all within `handshake_timeout`, else 408), the door's checks
-         (503 over a connection cap, 403 for a browser from an origin not allowed), then
-         `handler(WebSocketRequest)`; the socket is closed when the handler returns. A
-         request that is not an upgrade we take gets its HTTP error instead.
+         (403 for a browser from an origin not allowed), then `handler(WebSocketRequest)`;
+         the socket is closed when the handler returns. A request that is not an upgrade
+         we take gets its HTTP error instead. A connection over a connection cap gets its
+         503 as soon as that is known, without its request being read (`_turn_away`).
 
 `WebSocket.receive()` returns the next `TextPart` or `BinaryPart`, answering pings on the
 way, and reads the socket only when asked, so a reader that stops asking stops the
@@ -22,7 +23,6 @@ second (past the burst, reading waits for the rate: back-pressure, not an error)
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -31,6 +31,7 @@ from typing import BinaryIO
 import attrs
 import trio
 
+from ffserve.wire.address import client_address
 from ffserve.wire.door import FrontDoor, Seat
 from ffserve.wire.frames import (
     BINARY,
@@ -67,6 +68,8 @@ _FILE_READS = trio.CapacityLimiter(8)
 _BULK = 64 * 1024
 # How long a close frame may wait to go out (behind a send to a client that stopped reading).
 CLOSE_SEND_S = 5.0
+# How long a connection refused over a cap waits for its client to close, after its 503.
+REFUSED_LINGER_S = 2.0
 
 
 class ConnectionClosed(Exception):
@@ -374,12 +377,25 @@ async def _read_request(stream: trio.abc.Stream, receive_size: int, initial: byt
 
 def _peer(stream: trio.SocketStream) -> str:
     try:
-        address = ipaddress.ip_address(stream.socket.getpeername()[0])
+        return client_address(stream.socket.getpeername()[0])
     except (OSError, ValueError, IndexError):
         return "unknown"
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(address)
+
+
+async def _turn_away(stream: trio.SocketStream, response: bytes, *, linger: bool) -> None:
+    """Answer a connection refused over a cap, without waiting for its request: it is
+    not counted, so nothing it does may keep it open for long.
+
+    The 503 goes out at once (a new connection's socket buffer takes it whole). Closing
+    with the client's request unread would reset the connection, and a reset can
+    discard the 503 before the client reads it; so, if `linger`, the server closes its
+    side and reads until the client closes too, for at most REFUSED_LINGER_S."""
+    with trio.move_on_after(REFUSED_LINGER_S):
+        await stream.send_all(response)
+        if linger:
+            await stream.send_eof()
+            while await stream.receive_some(4096):
+                pass
 
 
 async def serve_websocket(
@@ -413,6 +429,7 @@ async def serve_websocket(
         """Through the front door: who the client is, its request, the door's checks.
 
         Errors: HandshakeFailed."""
+        door.turn_away(seat)  # over max_connections from accept: no read at all
         client, initial = None, b""
         if door.expects_proxy_header(seat):
             client, initial = await _read_proxy_header(stream)
@@ -441,6 +458,9 @@ async def serve_websocket(
             refused = refusal(408)  # say why, rather than a silent close
         if request is not None:
             await handler(request)
+        elif seat.refused:
+            with door.refusing() as linger:
+                await _turn_away(stream, refused, linger=linger)
         elif refused:
             # Bounded like a close frame: a client that does not read its answer must
             # not hold the connection.

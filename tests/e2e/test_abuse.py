@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from trio_websocket import ConnectionClosed
 from ffserve.service.server import Endpoints
 from ffserve.wire.proxy import V2_SIGNATURE
 from tests.conftest import Media, StartServer
+from tests.e2e.test_shutdown import run_server
 from tests.helpers import connect, ffmpeg, job_dirs, upgrade_request
 from tests.jobs.test_lifecycle import THUMB, settle, start_blocker
 from tests.wire.test_websocket import Raw, masked, still_serving
@@ -529,3 +531,81 @@ async def test_behind_a_proxy_x_forwarded_for_names_the_client(start_server: Sta
         # Not from a trusted proxy: the header is ignored, the peer is the client.
         assert (await upgrade(server, "127.0.0.3", forwarded))[0] == 101
         assert (await upgrade(server, "127.0.0.3", b"X-Forwarded-For: 203.0.113.11"))[0] == 503
+
+
+# --- refused connections (review of issue 11) -----------------------------------------
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+async def answer_of(raw: Raw) -> bytes:
+    """Everything the server sends before it closes."""
+    while data := await raw.stream.receive_some(65536):
+        raw.buffer += data
+    return bytes(raw.buffer)
+
+
+@pytest.mark.parametrize("cap", ["max_connections", "max_connections_per_ip"])
+async def test_connections_over_a_cap_are_answered_at_once_and_hold_no_descriptors(
+    tmp_path: Path, cap: str
+) -> None:
+    """Found: a connection over a cap waited `handshake_timeout_s` for its request
+    before its 503, counted against nothing: a client that sent nothing held a
+    descriptor that long (200 held at once), so enough of them exhaust the server's.
+    Now each gets its 503 at once, unread, and the refused ones still open are at most
+    `max_refused_connections`. The handshake timeout here is longer than the test."""
+    settings = {
+        f"FFSERVE_SERVER_{cap.upper()}": "4",
+        "FFSERVE_SERVER_HANDSHAKE_TIMEOUT_S": "30",
+        "FFSERVE_SERVER_MAX_REFUSED_CONNECTIONS": "16",
+        "FFSERVE_QUOTAS_CONNECTIONS": "100",
+    }
+    async with run_server(tmp_path, **settings) as process:
+        pid = process.process.pid
+        port = int(process.url.rsplit(":", 1)[1].strip("/"))
+        server = Endpoints("127.0.0.1", port, process.http_port)
+        with trio.fail_after(20):
+            held = [(await upgrade(server))[1] for _ in range(4)]
+            before = open_fds(pid)
+            silent = [await open_from(server) for _ in range(200)]
+            highest = before
+            for raw in silent:
+                assert (await answer_of(raw)).startswith(b"HTTP/1.1 503 ")
+                highest = max(highest, open_fds(pid))
+            # Slack: a connection accepted but not yet answered, the listener's own.
+            assert highest <= before + 16 + 8, (before, highest)
+            # The 16 that linger give up on clients that never close.
+            while open_fds(pid) > before:  # noqa: ASYNC110 (no event for "an fd closed")
+                await trio.sleep(0.1)
+            for raw in [*held, *silent]:
+                await raw.stream.aclose()
+            status, again = await upgrade(server)
+            assert status == 101
+            await again.stream.send_all(PING)
+            assert await again.json() == {"type": "pong"}
+    refusals = [line for line in process.log if " handshake_refused " in line]
+    assert refusals and all("too many connections" in line for line in refusals)
+
+
+async def test_a_refused_client_reads_its_503_whenever_its_request_comes(
+    start_server: StartServer,
+) -> None:
+    """The 503 goes out before the request is read, which comes with it or after it.
+    The server then waits for the client to close instead of closing on the unread
+    request: that would reset the connection, and the client would see a reset, not
+    its 503 (found with `max_refused_connections = 0`, which does just that)."""
+    server = await start_server(server={"max_connections": 1, "handshake_timeout_s": 30})
+    with trio.fail_after(20):
+        status, held = await upgrade(server)
+        assert status == 101
+        for delay in [0.0] * 10 + [0.01 * n for n in range(10)]:
+            refused = await open_from(server)
+            await trio.sleep(delay)
+            await refused.stream.send_all(upgrade_request(server.port))
+            answer = await answer_of(refused)
+            assert answer.startswith(b"HTTP/1.1 503 "), answer
+            assert answer.endswith(b"too many connections"), answer
+            await refused.stream.aclose()
+        await held.stream.aclose()

@@ -9,7 +9,8 @@ import pytest
 from ffserve.audit import AuditLog
 from ffserve.config import Config
 from ffserve.metrics import Metrics
-from ffserve.wire.door import FrontDoor, forwarded_client, networks
+from ffserve.wire.address import networks
+from ffserve.wire.door import FrontDoor, Refusal, forwarded_client
 from ffserve.wire.handshake import HandshakeFailed, UpgradeRequest
 
 TRUSTED = networks(["10.0.0.0/8", "192.0.2.1"])
@@ -53,14 +54,37 @@ def test_connections_count_from_accept_per_address_and_in_total() -> None:
         front.identify(b, None)
         assert metrics.connections == 2
         with front.seat("198.51.100.1") as c:
-            front.identify(c, None)
-            assert c.refused and metrics.connections == 2  # a refused one is not counted
+            with pytest.raises(HandshakeFailed) as refused:  # at once: no request read
+                front.identify(c, None)
+            assert refused.value.response.startswith(b"HTTP/1.1 503 ")
+            assert c.refused is Refusal.MAX_CONNECTIONS_PER_IP
+            assert metrics.connections == 2  # a refused one is not counted
         with front.seat("198.51.100.2") as d, front.seat("198.51.100.3") as e:
             front.identify(d, None)
             assert not d.refused and metrics.connections == 3
-            assert e.refused == "too many connections"
+            assert e.refused is Refusal.MAX_CONNECTIONS
+            with pytest.raises(HandshakeFailed):
+                front.turn_away(e)
     assert metrics.connections == 0
     assert not front.occupancy.per_address
+    counts = {
+        reason: metrics.registry.get_sample_value(
+            "ffserve_handshakes_refused_total", {"reason": reason}
+        )
+        for reason in ("max_connections", "max_connections_per_ip", "origin")
+    }
+    assert counts == {"max_connections": 1, "max_connections_per_ip": 1, "origin": 0}
+
+
+def test_refused_connections_that_may_linger_are_bounded() -> None:
+    front, _ = door(max_refused_connections=2)
+    with front.refusing() as a, front.refusing() as b:
+        assert a and b
+        with front.refusing() as c:
+            assert not c  # closed as soon as answered
+    with front.refusing() as d:
+        assert d  # given back
+    assert front.occupancy.refusing == 0
 
 
 def test_behind_a_trusted_proxy_the_forwarded_client_is_counted() -> None:
