@@ -20,7 +20,7 @@ import trio
 
 from ffserve import __version__
 from ffserve.config import Config, ConfigError
-from ffserve.service.logs import FORMATS, LEVELS, check_level, formatter
+from ffserve.service.logs import FORMATS, LEVELS, Sparse, check_level, formatter
 from ffserve.service.server import StartupError, ffmpeg_version, serve
 from ffserve.session.auth import mint_token, read_secret
 
@@ -152,12 +152,18 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     httpx logs every request's full URL at INFO ("HTTP Request: PUT https://user:pw@host/
     x?X-Amz-Signature=..."), secrets included; ffserve logs each request itself, redacted
     (`ffserve.transfer.safehttp`). Held at WARNING even when `level` is DEBUG.
+
+    Trio's accept loop, out of descriptors, logs a traceback every 0.1 s: one line every
+    10 s says as much (`Sparse`).
     """
     handler = logging.StreamHandler()
     handler.setFormatter(formatter(log_format))
     logging.basicConfig(level=check_level(level), handlers=[handler])
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    accept = logging.getLogger("trio.serve_listeners")
+    if not any(isinstance(f, Sparse) for f in accept.filters):  # once, if called again
+        accept.addFilter(Sparse())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,7 +191,7 @@ def run_service(args: argparse.Namespace) -> int:
     except StartupError as exc:
         print(f"ffserve: {exc}", file=sys.stderr)
         return 1
-    raise_open_files_limit()
+    raise_open_files_limit(config)
     failed = False
     try:
         trio.run(serve_until_signalled, config)
@@ -204,11 +210,37 @@ def leaves(group: BaseExceptionGroup[StartupError]) -> list[StartupError]:
     return found
 
 
-def raise_open_files_limit() -> None:
+def raise_open_files_limit(config: Config) -> None:
     """Soft RLIMIT_NOFILE up to the hard limit: each connection is a socket, and each job
     holds input and output files (a queued v1 output is an open file). Debian's soft
-    limit of 1024 would refuse connections long before `max_connections`."""
+    limit of 1024 would refuse connections long before `max_connections`. A warning if
+    even the hard limit is below what the configuration may need: past it, accept fails
+    (EMFILE) and new connections wait in the listen backlog until descriptors free up."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft < hard:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    needed = open_files_needed(config)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        logging.getLogger("ffserve").warning(
+            "open files: the limit is %d, but max_connections, max_refused_connections and "
+            "jobs may need about %d; past the limit new connections wait unanswered "
+            "(raise `ulimit -n`, or lower server.max_connections)",
+            soft,
+            needed,
+        )
+
+
+def open_files_needed(config: Config) -> int:
+    """Descriptors the configuration may hold at once: a socket per connection and per
+    refused connection still open, a few per job (its files, FFmpeg's pipes and
+    sandbox), and the process's own (listeners, logs, libraries)."""
+    server, jobs = config.server, config.jobs
+    return (
+        server.max_connections
+        + server.max_refused_connections
+        + 8 * jobs.max_concurrent
+        + 2 * jobs.queue_limit
+        + 64
+    )

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+
+import attrs
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
 FORMATS = ("text", "json")
@@ -48,3 +52,30 @@ def check_level(level: str) -> str:
 
 def formatter(kind: str) -> logging.Formatter:
     return JsonFormatter() if kind == "json" else logging.Formatter(TEXT_FORMAT)
+
+
+@attrs.define
+class Sparse(logging.Filter):
+    """Lets a logger's records through at most once per `every_s` seconds, each without
+    its traceback and saying how many were held back.
+
+    For `trio.serve_listeners`, which logs an ERROR with a traceback each time accept
+    fails for want of descriptors (EMFILE) and retries 0.1 s later: ten tracebacks a
+    second, all alike, for as long as the shortage lasts, just when the log matters."""
+
+    every_s: float = 10.0
+    clock: Callable[[], float] = time.monotonic
+    _next: float = -float("inf")
+    _held: int = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = self.clock()
+        if now < self._next:
+            self._held += 1
+            return False
+        self._next = now + self.every_s
+        if self._held:
+            record.msg = f"{record.msg} (and {self._held} more like it)"
+            self._held = 0
+        record.exc_info = record.exc_text = None
+        return True

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import socket
 from pathlib import Path
 from typing import Any
@@ -609,3 +610,31 @@ async def test_a_refused_client_reads_its_503_whenever_its_request_comes(
             assert answer.endswith(b"too many connections"), answer
             await refused.stream.aclose()
         await held.stream.aclose()
+
+
+async def test_out_of_descriptors_the_server_waits_quietly_and_recovers(tmp_path: Path) -> None:
+    """Past its open-files limit accept fails (EMFILE): Trio's accept loop retries every
+    0.1 s, and new connections wait in the listen backlog. The server must not spin,
+    crash, or log a traceback ten times a second (it did); it logs the shortage once
+    and serves again once descriptors are free. Its limit is lowered here to 20 above
+    what it holds, and 60 clients connect."""
+    async with run_server(tmp_path, FFSERVE_SERVER_HANDSHAKE_TIMEOUT_S="30") as process:
+        pid = process.process.pid
+        port = int(process.url.rsplit(":", 1)[1].strip("/"))
+        server = Endpoints("127.0.0.1", port, process.http_port)
+        hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)[1]
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (open_fds(pid) + 20, hard))
+        with trio.fail_after(30):
+            clients = [await open_from(server) for _ in range(60)]
+            while not any("EMFILE" in line for line in process.log):  # noqa: ASYNC110
+                await trio.sleep(0.05)
+            await trio.sleep(2)  # some twenty retries
+            for raw in clients:
+                await raw.stream.aclose()
+            status, again = await upgrade(server)
+            assert status == 101
+            await again.stream.send_all(PING)
+            assert await again.json() == {"type": "pong"}
+            assert process.process.returncode is None
+    assert len([line for line in process.log if "EMFILE" in line]) == 1, process.log
+    assert not [line for line in process.log if "Traceback" in line]
