@@ -10,7 +10,7 @@ import pytest
 
 from ffserve.config import Config, ConfigError
 from ffserve.service.cli import load_config, parse_args
-from ffserve.service.server import CLOSE_GRACE_S, STOP_GRACE_S
+from ffserve.service.server import CLOSE_GRACE_S, stop_grace
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -188,7 +188,8 @@ def test_the_container_stop_timeout_outlasts_the_longest_drain() -> None:
     (label,) = re.findall(r'io\.ffserve\.stop-timeout="(\d+)"', containerfile)
     assert f"podman stop -t {label}" in containerfile
     assert "STOPSIGNAL SIGTERM" in containerfile
-    longest = Config().server.drain_timeout_s + STOP_GRACE_S + CLOSE_GRACE_S
+    config = Config()
+    longest = config.server.drain_timeout_s + stop_grace(config) + CLOSE_GRACE_S
     assert int(label) >= longest + 5, (label, longest)
     readme = (ROOT / "README.md").read_text()
     assert f"podman stop -t {label}" in readme

@@ -27,6 +27,14 @@ SANDBOX_EXIT_S = 2.0  # for the kernel to finish a sandbox whose bwrap has exite
 Start = Callable[[list[str], Sequence[int]], Awaitable[trio.Process]]
 
 
+def longest_stop(grace: float) -> float:
+    """The longest a cancelled FFmpeg or ffprobe run may take to end, with `grace` as
+    `ffmpeg.kill_grace_s`: SIGTERM, `grace`, SIGKILL (`terminate`), then the shielded
+    waits for its sandbox to be gone (`Child.sandbox_exited`) and, in a warm sandbox,
+    its shell's (`ffserve.ffmpeg.warm`), each `grace` + SANDBOX_EXIT_S at most."""
+    return 3 * grace + 2 * SANDBOX_EXIT_S
+
+
 async def terminate(grace: float, process: trio.Process) -> None:
     """SIGTERM, `grace` seconds to exit, then SIGKILL."""
     process.terminate()

@@ -26,6 +26,7 @@ import trio
 
 from ffserve.config import Config, ConfigError
 from ffserve.ffmpeg.sandbox import Confinement, SandboxUnavailable, open_confinement
+from ffserve.ffmpeg.spawn import longest_stop
 from ffserve.jobs.services import Services
 from ffserve.jobs.workspace import open_workspace
 from ffserve.service.console import Console
@@ -38,12 +39,13 @@ from ffserve.wire.door import FrontDoor
 from ffserve.wire.websocket import ConnectionLimits, WebSocketRequest, serve_websocket
 
 log = logging.getLogger(__name__)
-# After the drain deadline: time for stopped jobs to end FFmpeg (ffmpeg.kill_grace_s),
-# remove their files and queue their SHUTTING_DOWN; then for connections to send what
-# they owe and close. `drain_timeout_s` plus both is the longest a drain takes: the
-# Containerfile's stop timeout (`podman stop -t 30`) must stay above it.
-STOP_GRACE_S = 5.0
+# After the drain deadline: time for stopped jobs to end FFmpeg (`stop_grace`), then for
+# connections to send what they owe and close. `drain_timeout_s` plus both is the
+# longest a drain takes: the Containerfile's stop timeout (`podman stop -t 30`) must
+# stay above it.
 CLOSE_GRACE_S = 5.0
+# What a stopped job does once its FFmpeg is gone: remove its files, queue SHUTTING_DOWN.
+JOB_CLEANUP_S = 1.0
 Listeners = list[trio.SocketListener]
 
 
@@ -150,10 +152,16 @@ def connection_limits(config: Config) -> ConnectionLimits:
     )
 
 
-async def drain_jobs(services: Services, drain: Drain, timeout_s: float) -> None:
+def stop_grace(config: Config) -> float:
+    """How long stopped jobs get to end: their FFmpeg's stop, bounded by
+    `ffmpeg.kill_grace_s` (6.5 s with its default 0.5), then their cleanup."""
+    return longest_stop(config.ffmpeg.kill_grace_s) + JOB_CLEANUP_S
+
+
+async def drain_jobs(services: Services, drain: Drain, timeout_s: float, *, stop_s: float) -> None:
     """Let admitted jobs finish for `timeout_s`; then stop the rest, each telling its
-    client SHUTTING_DOWN (cleanup bounded by STOP_GRACE_S); then have every connection
-    flush what it owes and close with 1001."""
+    client SHUTTING_DOWN (waited for up to `stop_s`); then have every connection flush
+    what it owes and close with 1001."""
     pool = services.pool
     with trio.move_on_after(timeout_s):
         await pool.wait_idle()
@@ -164,7 +172,7 @@ async def drain_jobs(services: Services, drain: Drain, timeout_s: float) -> None
             pool.admitted,
         )
         drain.overdue.set()
-        with trio.move_on_after(STOP_GRACE_S):
+        with trio.move_on_after(stop_s):
             await pool.wait_idle()
     drain.stopping.set()
 
@@ -238,7 +246,7 @@ async def serve(
                 await shutdown.wait()
                 services.admission.draining = True
                 listener.cancel()
-                await drain_jobs(services, drain, server.drain_timeout_s)
+                await drain_jobs(services, drain, server.drain_timeout_s, stop_s=stop_grace(config))
                 # What is left is bounded too, as on hypercorn's worker_serve: a client
                 # that reads nothing must not hold the exit past the close handshake.
                 connections.cancel_scope.deadline = trio.current_time() + CLOSE_GRACE_S

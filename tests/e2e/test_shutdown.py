@@ -178,6 +178,53 @@ async def test_sigterm_drains_until_deadline_then_stops(tmp_path: Path, blocker:
             assert not any("Traceback" in line for line in server.log), server.log
 
 
+STUCK_FFMPEG = """#!{python}
+# FFmpeg that a stop must SIGKILL: SIGTERM is ignored. `-version` is the real one's.
+import os, signal, sys, time
+if "-version" in sys.argv:
+    os.execvp("ffmpeg", ["ffmpeg", *sys.argv[1:]])
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+time.sleep(600)
+"""
+
+
+async def test_a_drain_waits_for_stopped_jobs_as_long_as_the_kill_grace(
+    tmp_path: Path, blocker: Path
+) -> None:
+    """The time a drain gives stopped jobs to end follows `ffmpeg.kill_grace_s`: with a
+    grace of 6 s and an FFmpeg that only SIGKILL ends, the job still gets its
+    SHUTTING_DOWN before the connection closes (with a fixed 5 s the drain gave up first
+    and the connection closed without it)."""
+    fake = tmp_path / "ffmpeg"
+    fake.write_text(STUCK_FFMPEG.format(python=sys.executable))
+    fake.chmod(0o755)
+    settings = {
+        "FFSERVE_FFMPEG_FFMPEG": str(fake),
+        "FFSERVE_FFMPEG_KILL_GRACE_S": "6",
+        "FFSERVE_SANDBOX_MODE": "off",  # the fake is a script of this Python
+        "FFSERVE_SERVER_DRAIN_TIMEOUT_S": "1",
+    }
+    with trio.fail_after(60):
+        async with run_server(tmp_path, **settings) as server, httpx.AsyncClient() as http:
+            async with connect(server.url) as client:
+                await start_blocker(client, blocker)
+                children = await wait_children(server)
+                server.process.send_signal(signal.SIGTERM)
+                await wait_draining(http, server)
+                finals: dict[str, str] = {}
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        message = await client.recv()
+                        if isinstance(message, dict) and message["type"] == "error":
+                            finals[message["job_id"]] = message["code"]
+                reason = closed.value.reason
+                assert reason is not None and reason.code == 1001, reason
+                assert finals == {"long": "SHUTTING_DOWN"}, finals
+                assert await server.process.wait() == 0, server.log
+            assert still_alive(children) == set()
+            assert temp_roots(server) == []
+
+
 async def test_drain_delivers_and_exits_once_jobs_are_done(
     tmp_path: Path, blocker: Path, media: Media
 ) -> None:
