@@ -518,6 +518,35 @@ async def test_behind_a_proxy_the_proxy_protocol_names_the_client(
     assert [line.split()[2] for line in refusals] == ["client=203.0.113.7", "client=203.0.113.8"]
 
 
+async def test_behind_a_proxy_an_ipv4_client_is_one_client_however_it_is_written(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A proxy may relay an IPv4 client as IPv4-mapped IPv6 (PROXY TCP6, X-Forwarded-For):
+    the per-address cap and the audit log still see one client, as IPv4."""
+    server = await start_server(
+        server={
+            "trusted_proxies": ["127.0.0.2"],
+            "proxy_protocol": True,
+            "max_connections_per_ip": 1,
+        }
+    )
+    v1 = b"PROXY TCP4 203.0.113.7 127.0.0.1 51000 80\r\n"
+    mapped = b"PROXY TCP6 ::ffff:203.0.113.7 ::ffff:127.0.0.1 51000 80\r\n"
+    with trio.fail_after(20):
+        assert (await upgrade(server, "127.0.0.2", before=v1))[0] == 101
+        assert (await upgrade(server, "127.0.0.2", before=mapped))[0] == 503
+    (line,) = audit_lines(caplog, "handshake_refused")
+    assert "client=203.0.113.7 " in line
+    forwarding = await start_server(
+        server={"trusted_proxies": ["127.0.0.2"], "max_connections_per_ip": 1}
+    )
+    with trio.fail_after(20):
+        plain = b"X-Forwarded-For: 203.0.113.9"
+        assert (await upgrade(forwarding, "127.0.0.2", plain))[0] == 101
+        mapped_xff = b"X-Forwarded-For: ::ffff:203.0.113.9"
+        assert (await upgrade(forwarding, "127.0.0.2", mapped_xff))[0] == 503
+
+
 async def test_behind_a_proxy_x_forwarded_for_names_the_client(start_server: StartServer) -> None:
     server = await start_server(
         server={"trusted_proxies": ["127.0.0.2"], "max_connections_per_ip": 1}

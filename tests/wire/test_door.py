@@ -24,6 +24,8 @@ TRUSTED = networks(["10.0.0.0/8", "192.0.2.1"])
         ("203.0.113.9, 10.1.2.3", "203.0.113.9"),  # a chain of our own proxies
         ("203.0.113.9,192.0.2.1, 10.0.0.5", "203.0.113.9"),
         ("2001:db8::9", "2001:db8::9"),
+        ("::ffff:203.0.113.9", "203.0.113.9"),  # IPv4-mapped: the IPv4 client's
+        ("203.0.113.9, ::ffff:10.1.2.3", "203.0.113.9"),  # a mapped proxy is still ours
         ("10.0.0.5", None),  # only proxies
         ("not-an-address", None),
         ("", None),
@@ -128,3 +130,15 @@ def test_origins(origin: bytes | None, allowed: bool, caplog: pytest.LogCaptureF
     assert refused.value.response.startswith(b"HTTP/1.1 403 ")
     (line,) = [r.getMessage() for r in caplog.records if r.name == "ffserve.audit"]
     assert "handshake_refused client=198.51.100.1" in line and "origin" in line
+
+
+def test_an_ipv4_client_is_one_client_whether_or_not_its_address_is_mapped() -> None:
+    front, _ = door(trusted_proxies=("10.0.0.0/8",), max_connections_per_ip=1)
+    plain = (b"x-forwarded-for", b"203.0.113.9")
+    mapped = (b"x-forwarded-for", b"::ffff:203.0.113.9")
+    with front.seat("10.0.0.5") as a, front.seat("10.0.0.6") as b:
+        front.admit(a, request(plain))
+        with pytest.raises(HandshakeFailed):
+            front.admit(b, request(mapped))
+        assert b.client == "203.0.113.9"
+        assert dict(front.occupancy.per_address) == {"203.0.113.9": 1}

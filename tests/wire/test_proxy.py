@@ -36,6 +36,9 @@ def tcp6(source: str, destination: str = "::1") -> bytes:
         (b"PROXY UNKNOWN ff:: ff:: 1 2\r\n", None),
         (v2(0x21, 0x11, tcp4("203.0.113.7")), "203.0.113.7"),
         (v2(0x21, 0x21, tcp6("2001:db8::7")), "2001:db8::7"),
+        # An IPv4 client relayed as IPv4-mapped IPv6 is the same client as over IPv4.
+        (b"PROXY TCP6 ::ffff:203.0.113.7 ::ffff:10.0.0.1 51000 8080\r\n", "203.0.113.7"),
+        (v2(0x21, 0x21, tcp6("::ffff:203.0.113.7")), "203.0.113.7"),
         # TLVs after the addresses (HAProxy sends some) are skipped.
         (v2(0x21, 0x11, tcp4("198.51.100.2") + b"\x04\x00\x01\x00"), "198.51.100.2"),
         (v2(0x20, 0x00, b""), None),  # LOCAL: the balancer's own health check
@@ -43,7 +46,8 @@ def tcp6(source: str, destination: str = "::1") -> bytes:
     ],
     ids=[
         *("v1-tcp4", "v1-tcp6", "v1-unknown", "v1-unknown-args"),
-        *("v2-tcp4", "v2-tcp6", "v2-tlv", "v2-local", "v2-unspec"),
+        *("v2-tcp4", "v2-tcp6", "v1-tcp6-mapped", "v2-tcp6-mapped"),
+        *("v2-tlv", "v2-local", "v2-unspec"),
     ],
 )
 def test_a_valid_header_names_its_client_and_its_length(header: bytes, client: str | None) -> None:
