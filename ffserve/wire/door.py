@@ -122,7 +122,6 @@ class Occupancy:
 class FrontDoor:
     occupancy: Occupancy
     audit: AuditLog
-    metrics: Metrics
     trusted: tuple[Network, ...] = ()
     proxy_protocol: bool = False
     allowed_origins: frozenset[str] = frozenset()
@@ -140,7 +139,6 @@ class FrontDoor:
                 max_refusing=server.max_refused_connections,
             ),
             audit,
-            metrics,
             networks(server.trusted_proxies),
             server.proxy_protocol,
             frozenset(_origin(o) for o in config.security.allowed_origins),
@@ -190,7 +188,7 @@ class FrontDoor:
             self.refuse(seat, Refusal.ORIGIN, 403)
 
     def refuse(self, seat: Seat, reason: Refusal, status: int) -> None:
-        self.metrics.handshakes_refused.labels(reason.name.lower()).inc()
+        self.occupancy.metrics.handshakes_refused.labels(reason.name.lower()).inc()
         self.audit.record(
             "handshake_refused", client=seat.client, subject=None, reason=reason.value
         )

@@ -383,8 +383,8 @@ def _peer(stream: trio.SocketStream) -> str:
 
 
 async def _turn_away(stream: trio.SocketStream, response: bytes, *, linger: bool) -> None:
-    """Answer a connection refused over a cap, without waiting for its request: it is
-    not counted, so nothing it does may keep it open for long.
+    """Answer a connection refused over a cap, with no wait for (more of) its request:
+    it is not counted, so nothing it does may keep it open for long.
 
     The 503 goes out at once (a new connection's socket buffer takes it whole). Closing
     with the client's request unread would reset the connection, and a reset can
