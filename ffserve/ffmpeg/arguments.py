@@ -80,6 +80,44 @@ def probe_args(ffprobe: str, path: Path, max_pixels: int) -> list[str]:
     ]
 
 
+def measure_args(ffmpeg: str, path: Path, max_pixels: int, limit_s: float) -> list[str]:
+    """FFmpeg reading every audio and video packet without decoding them (stream copy to
+    nothing), with `-progress` on stdout: how long a file that states no duration lasts.
+    It stops at `limit_s`, so a file far over the duration limit costs no more than one
+    just over it."""
+    return [
+        ffmpeg,
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-protocol_whitelist",
+        "file",
+        "-format_whitelist",
+        FORMAT_WHITELIST,
+        "-codec_whitelist",
+        ",".join(ALL_DECODERS),
+        "-max_pixels",
+        str(max_pixels),
+        "-i",
+        f"file:{path}",
+        "-map",
+        "0:v?",
+        "-map",
+        "0:a?",
+        "-c",
+        "copy",
+        "-t",
+        f"{limit_s:.3f}",
+        "-progress",
+        "pipe:1",
+        "-nostats",
+        "-f",
+        "null",
+        "-",
+    ]
+
+
 # Decoders by kind. Not included on purpose: the long tail of FFmpeg's decoders (cfhd,
 # exr, jpeg2000, tiff, utvideo, the game and screen codecs, ...), reachable through
 # Matroska or AVI by naming their codec, and each a parser of its own.

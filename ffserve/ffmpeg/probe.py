@@ -15,10 +15,12 @@ import trio
 
 from ffserve.config import FFmpegConfig, LimitsConfig
 from ffserve.errors import ErrorCode, JobError
-from ffserve.ffmpeg.arguments import probe_args
+from ffserve.ffmpeg.arguments import measure_args, probe_args
 from ffserve.ffmpeg.process import ProcessFailed, run_capture
+from ffserve.ffmpeg.progress import ProgressParser
 from ffserve.ffmpeg.sandbox import Confinement
 from ffserve.media.image import NotAnImage, image_info
+from ffserve.media.matroska import NotMatroska, has_cues
 from ffserve.media.mp4.streams import probe_isobmff
 from ffserve.media.streams import MediaInfo, parse_probe
 
@@ -53,6 +55,45 @@ class Prober:
             )
         return parse_probe(raw)
 
+    async def _seek_index(self, path: Path) -> bool:
+        def read() -> bool:
+            with path.open("rb") as f:
+                try:
+                    return has_cues(f, path.stat().st_size)
+                except NotMatroska:
+                    return False  # ffprobe took it for Matroska: trust no index
+
+        async with self.slots:
+            return await trio.to_thread.run_sync(read)
+
+    async def _measure(self, path: Path) -> float | None:
+        """How long a file that states no duration lasts, by reading all its packets."""
+        limits = self.limits
+        args = measure_args(self.ffmpeg.ffmpeg, path, limits.max_pixels, limits.max_duration_s + 1)
+        parser = ProgressParser(None)
+        try:
+            async with self.slots:
+                parser.feed(
+                    await run_capture(
+                        args,
+                        confinement=self.confinement,
+                        workdir=path.parent,
+                        grace=self.ffmpeg.kill_grace_s,
+                    )
+                )
+        except ProcessFailed:
+            return None  # still no duration: operations that need one say so
+        return parser.out_time_s or None
+
+    async def _complete(self, path: Path, info: MediaInfo) -> MediaInfo:
+        """What ffprobe's answer leaves out for unindexed inputs: whether FFmpeg can seek
+        the file, and the duration of one muxed without it (written to a pipe)."""
+        if info.demuxer == "matroska" and not await self._seek_index(path):
+            info = attrs.evolve(info, seekable=False)
+        if info.duration is None and not info.is_image and (info.video or info.audio):
+            info = attrs.evolve(info, duration=await self._measure(path))
+        return info
+
     async def probe_input(self, path: Path) -> MediaInfo:
         """Probe an untrusted input. Errors: JobError(INVALID_MEDIA | TOO_LARGE).
 
@@ -63,7 +104,7 @@ class Prober:
         try:
             info = await self._read_isobmff(path)
             if info is None:
-                info = await self.ffprobe(path)
+                info = await self._complete(path, await self.ffprobe(path))
         except ProcessFailed:
             raise JobError(
                 "the input is not a media file of a supported format", code=ErrorCode.INVALID_MEDIA

@@ -279,15 +279,31 @@ async def _run(
                     grace=config.ffmpeg.kill_grace_s,
                     warm=warm,  # the first FFmpeg of the job takes it
                 )
-            await run_ffmpeg(
-                [*prefix, *guard_inputs(plan.args, job.operation, max_pixels)],
-                confinement=services.confinement,
-                workdir=workdir,
-                parser=parser,
-                on_progress=report,
-                grace=config.ffmpeg.kill_grace_s,
-                warm=warm,
-            )
+            try:
+                await run_ffmpeg(
+                    [*prefix, *guard_inputs(plan.args, job.operation, max_pixels)],
+                    confinement=services.confinement,
+                    workdir=workdir,
+                    parser=parser,
+                    on_progress=report,
+                    grace=config.ffmpeg.kill_grace_s,
+                    warm=warm,
+                )
+            except ProcessFailed as exc:
+                fallback = plan.fallback
+                if fallback is None or plan.fallback_on not in exc.stderr_tail:
+                    raise
+                # The plan's last resort, in the same slot and under the same deadline.
+                plan = fallback
+                outbox.offer(Progress(job.job_id, parser.percentage, plan.stage))
+                await run_ffmpeg(
+                    [*prefix, *guard_inputs(plan.args, job.operation, max_pixels)],
+                    confinement=services.confinement,
+                    workdir=workdir,
+                    parser=parser,
+                    on_progress=report,
+                    grace=config.ffmpeg.kill_grace_s,
+                )
     except trio.TooSlowError:
         raise JobError(
             f"job took longer than {config.jobs.timeout_s:g} s", code=ErrorCode.TIMEOUT

@@ -45,6 +45,9 @@ class MediaInfo:
     size_bytes: int
     bit_rate: int | None
     streams: tuple[Stream, ...]
+    # False when FFmpeg cannot be trusted to seek the input (`-ss` before `-i`): a
+    # Matroska file without Cues. Operations then decode from the start instead.
+    seekable: bool = True
 
     @property
     def video(self) -> Stream | None:

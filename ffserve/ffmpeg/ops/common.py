@@ -46,6 +46,10 @@ class Plan:
     # The size of the frames it makes, where the options choose it (scale, rotate, a
     # thumbnail's or GIF's width): what the work budget holds to the frame limit.
     frame_size: tuple[int, int] | None = None
+    # The plan to run instead when FFmpeg fails saying `fallback_on` (its last resort,
+    # e.g. re-encoding what could not be stream-copied), named in its own stage.
+    fallback: Plan | None = None
+    fallback_on: str = ""
 
 
 @attrs.frozen
@@ -181,14 +185,41 @@ def ffmpeg_prefix(ffmpeg: str, threads: int) -> list[str]:
     return args
 
 
+# Demuxers whose packets may come without a presentation timestamp: MPEG program streams
+# (DVD/SVCD .vob/.mpg) give one only where a PES header carries it, and a muxer given
+# a copied packet without one refuses it ("Can't write packet with unknown timestamp").
+# `-fflags +genpts` has the demuxer fill them in from the decoding order.
+UNTIMED_DEMUXERS = frozenset({"mpeg"})
+UNKNOWN_TIMESTAMP = "unknown timestamp"
+
+# The progress stage of a job that seeks an input FFmpeg cannot seek.
+DECODING_FROM_START = "processing (decoding from the start: the input has no seek index)"
+
+
 def read(source: Source, *, seek: float | None = None, duration: float | None = None) -> list[str]:
-    """Input options for one source, with an optional accurate input seek."""
-    args: list[str] = []
+    """Input options for one source, read from `seek` seconds for `duration` seconds.
+
+    Where the input can be seeked, an input seek (`-ss` before `-i`): FFmpeg jumps to the
+    keyframe before `seek` and decodes from there, frame-accurate when re-encoding. Where
+    it cannot (`MediaInfo.seekable`), the same options go after `-i`, on the output: the
+    input is decoded from its start and the frames before `seek` dropped, slower but
+    right. Output options belong to the next output only: a plan with several outputs
+    seeks each itself (`thumbnail`).
+    """
+    window: list[str] = []
     if seek:
-        args += ["-ss", num(seek)]
+        window += ["-ss", num(seek)]
     if duration is not None:
-        args += ["-t", num(duration)]
-    return args + input_args(source.path)
+        window += ["-t", num(duration)]
+    timing = ["-fflags", "+genpts"] if source.info.demuxer in UNTIMED_DEMUXERS else []
+    if source.info.seekable:
+        return timing + window + input_args(source.path)
+    return timing + input_args(source.path) + window
+
+
+def seek_stage(source: Source, stage: str = "processing") -> str:
+    """The progress stage of a plan that seeks `source`: says when it decodes from the start."""
+    return stage if source.info.seekable else DECODING_FROM_START
 
 
 def encode_video(codec: str = "h264") -> list[str]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from ffserve.errors import ErrorCode, JobError
 from ffserve.ffmpeg.ops.common import (
     CONTAINERS,
+    Container,
     Plan,
     Source,
     audio_family,
@@ -17,6 +18,7 @@ from ffserve.ffmpeg.ops.common import (
     output_args,
     read,
     require_timeline,
+    seek_stage,
     video_maps,
     write,
 )
@@ -27,6 +29,15 @@ MAX_SPEED_FPS = 60.0
 
 # A trim end this close past the input's end is rounding, not a mistake: clamp it.
 END_TOLERANCE_S = 0.05
+
+
+def new_timeline(container: Container) -> list[str]:
+    """Streams a retimed output must not carry: subtitles, data and attachments are never
+    mapped (`-map` names the kept streams; -sn -dn say so twice), and the MP4/MOV muxer's
+    timecode track, which it makes from the video's `timecode` tag, is left out: it would
+    name the input's frames, not the output's."""
+    no_timecode = ["-write_tmcd", "0"] if container.muxer in ("mp4", "mov") else []
+    return ["-sn", "-dn", *no_timecode]
 
 
 def atempo_chain(factor: float) -> list[str]:
@@ -74,7 +85,7 @@ def speed(options: SpeedOptions, source: Source, workdir: Path) -> Plan:
         af = [f"atrim=end={num(duration)}", *af]
         args += ["-filter:a", ",".join(af), *encode_audio(container.default_audio or "aac")]
     output = write(workdir, source, "speed", container)
-    args += ["-sn", "-dn", *output_args(output, container)]
+    args += [*new_timeline(container), *output_args(output, container)]
     return Plan(tuple(args), (output,), duration / factor)
 
 
@@ -95,7 +106,7 @@ def trim(options: TrimOptions, source: Source, workdir: Path) -> Plan:
         )
     length = min(end, duration) - start
     info = source.info
-    # Input seeking plus re-encoding is frame-accurate even off keyframes.
+    # Seeking plus re-encoding is frame-accurate even off keyframes.
     args = read(source, seek=start)
     if info.video is not None:
         container = CONTAINERS["mp4"]
@@ -109,5 +120,6 @@ def trim(options: TrimOptions, source: Source, workdir: Path) -> Plan:
         args += ["-map", f"0:{info.audio.index}"] if info.audio else []
         args += encode_audio(container.default_audio or "aac")
     output = write(workdir, source, "trim", container)
-    args += ["-t", num(length), "-sn", "-dn", *output_args(output, container)]
-    return Plan(tuple(args), (output,), length)
+    args += ["-t", num(length), *new_timeline(container), *output_args(output, container)]
+    stage = seek_stage(source) if start else "processing"
+    return Plan(tuple(args), (output,), length, stage)

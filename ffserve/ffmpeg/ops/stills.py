@@ -14,6 +14,7 @@ from ffserve.ffmpeg.ops.common import (
     output_args,
     read,
     require_video,
+    seek_stage,
     write,
 )
 from ffserve.wire.options import GifOptions, ThumbnailOptions
@@ -56,20 +57,29 @@ def thumbnail(options: ThumbnailOptions, source: Source, workdir: Path) -> Plan:
     else:
         (w, h), scale = size, []
     quality = ["-q:v", "2"] if kind == "jpeg" else []
+    # The last frame starts a frame before the end: never seek past it.
+    frame = 1 / (video.fps or 25.0)
+    seeks = [max(0.0, min(when, (duration or 0.0) - frame)) if duration else 0.0 for when in times]
     args: list[str] = []
+    picks: list[tuple[int, list[str]]]  # (input, output seek) per picture
+    if source.info.seekable:
+        # One input per picture, each seeked to its own keyframe: no decoding in between.
+        for seek in seeks:
+            args += read(source, seek=seek)
+        picks = [(n, []) for n in range(len(seeks))]
+    else:
+        # One input decoded once from the start; each output drops the frames before its own.
+        args += read(source)
+        picks = [(0, ["-ss", num(seek)] if seek else []) for seek in seeks]
     outputs = []
-    for when in times:
-        # The last frame starts a frame before the end: never seek past it.
-        frame = 1 / (video.fps or 25.0)
-        seek = max(0.0, min(when, (duration or 0.0) - frame)) if duration else 0.0
-        args += read(source, seek=seek)
-    for n in range(len(times)):
+    for n, (input_index, seek_args) in enumerate(picks):
         output = write(workdir, source, "thumb", container, index=n + 1 if len(times) > 1 else None)
         outputs.append(output)
         vf = [*scale, "format=yuvj420p" if kind == "jpeg" else "format=rgb24"]
         args += [
+            *seek_args,
             "-map",
-            f"{n}:{video.index}",
+            f"{input_index}:{video.index}",
             "-frames:v",
             "1",
             "-filter:v",
@@ -81,7 +91,8 @@ def thumbnail(options: ThumbnailOptions, source: Source, workdir: Path) -> Plan:
             "1",
             *output_args(output, container),
         ]
-    return Plan(tuple(args), tuple(outputs), None, frame_size=(w, h))
+    stage = seek_stage(source) if any(seeks) else "processing"
+    return Plan(tuple(args), tuple(outputs), None, stage, frame_size=(w, h))
 
 
 def gif(options: GifOptions, source: Source, workdir: Path) -> Plan:
@@ -116,4 +127,5 @@ def gif(options: GifOptions, source: Source, workdir: Path) -> Plan:
         args += ["-map", f"0:{video.index}", "-filter:v", base]
     output = write(workdir, source, "anim", GIF)
     args += ["-loop", "0", *output_args(output, GIF)]
-    return Plan(tuple(args), (output,), length, frame_size=(width, height))
+    stage = seek_stage(source) if options.start_time else "processing"
+    return Plan(tuple(args), (output,), length, stage, frame_size=(width, height))

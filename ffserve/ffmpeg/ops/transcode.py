@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
+
 from ffserve.errors import ErrorCode, JobError
 from ffserve.ffmpeg.ops.common import (
     CONTAINERS,
+    UNKNOWN_TIMESTAMP,
+    UNTIMED_DEMUXERS,
     Container,
     Plan,
     Source,
@@ -197,6 +201,19 @@ def convert(options: ConvertOptions, source: Source, workdir: Path) -> Plan:
     output = write(workdir, source, "converted", container)
     args += ["-sn", "-dn", *output_args(output, container)]
     stage = f"processing (re-encoding: {'; '.join(notes)})" if notes else "processing"
+    copying = "copy" in args
+    if copying and info.demuxer in UNTIMED_DEMUXERS:
+        # Generated timestamps fail only where a packet has no decoding time either.
+        again = convert(attrs.evolve(options, stream_copy=False), source, workdir)
+        reencode = attrs.evolve(again, stage="processing (re-encoding: the input lacks timestamps)")
+        return Plan(
+            tuple(args),
+            (output,),
+            duration,
+            stage,
+            fallback=reencode,
+            fallback_on=UNKNOWN_TIMESTAMP,
+        )
     return Plan(tuple(args), (output,), duration, stage)
 
 
