@@ -1,14 +1,16 @@
 """Property-based fuzzing of the readers that parse untrusted bytes inside the server.
 
-The MP4/ISO-BMFF box reader and the PNG/JPEG header reader run in the server's own
-process, so a file built to break them must never raise, never loop, and never cost
-more memory than the bounds say. Hypothesis mutates real files (flipped bytes, box sizes
-rewritten, cut short, spliced), and each answer must be a `MediaInfo` or the clean
-fallback (None: "let ffprobe decide"; NotAnImage).
+The MP4/ISO-BMFF box reader, the PNG/JPEG header reader and the Matroska seek-index
+reader run in the server's own process, so a file built to break them must never raise,
+never loop, and never cost more memory than the bounds say. Hypothesis mutates real
+files (flipped bytes, box sizes rewritten, cut short, spliced), and each answer must be
+a `MediaInfo` (or a bool) or the clean fallback (None: "let ffprobe decide";
+NotAnImage; NotMatroska).
 """
 
 from __future__ import annotations
 
+import io
 import struct
 import tempfile
 import tracemalloc
@@ -18,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ffserve.media import matroska
 from ffserve.media.image import NotAnImage, image_info
 from ffserve.media.mp4 import boxes
 from ffserve.media.mp4.streams import probe_isobmff
@@ -151,3 +154,50 @@ def test_the_image_reader_answers_or_refuses(
         return
     video = info.streams[0]
     assert video.width and video.height and video.width < 2**32 and video.height < 2**32
+
+
+def matroska_seeds() -> list[bytes]:
+    made = Path(tempfile.mkdtemp(prefix="fuzz-mkv-"))
+    clip = ("-f", "lavfi", "-i", "testsrc2=size=32x32:rate=5:duration=0.6")
+    out = []
+    for name, extra in {"a.mkv": ("-c:v", "libx264"), "b.webm": ("-c:v", "libvpx")}.items():
+        ffmpeg(*clip, *extra, str(made / name))
+        out.append((made / name).read_bytes())
+    return out
+
+
+MATROSKA_SEEDS = matroska_seeds()
+
+
+class CountingReader(io.BytesIO):
+    """Counts the bytes read: the reader reads a few per element, never a whole Cluster."""
+
+    read_total = 0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        data = super().read(size)
+        self.read_total += len(data)
+        return data
+
+
+@FUZZ
+@given(
+    st.sampled_from(MATROSKA_SEEDS),
+    st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), max_size=8),
+    st.integers(0, 1 << 16),
+)
+def test_the_matroska_reader_answers_or_refuses(
+    seed: bytes, edits: list[tuple[int, int]], cut: int
+) -> None:
+    data = bytearray(seed)
+    for at, value in edits:
+        if at < len(data):
+            data[at] = value
+    f = CountingReader(bytes(data[:cut]))
+    try:
+        answer = matroska.has_cues(f, len(data[:cut]))
+    except matroska.NotMatroska:
+        return
+    assert isinstance(answer, bool)
+    # Element headers (at most 16 bytes each) and SeekHead entries' small values only.
+    assert f.read_total <= 32 * matroska.MAX_ELEMENTS + matroska.MAX_SEEK_HEAD_BYTES

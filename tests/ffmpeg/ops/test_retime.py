@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import attrs
 import pytest
 
 from ffserve.errors import ErrorCode
@@ -636,3 +637,14 @@ def test_refusals(
 def test_refuses_input_without_audio_or_video(operation: str, raw: dict[str, Any]) -> None:
     error = refusal(operation, raw, info("matroska,webm", 3.0, subtitle(index=0)))
     assert error.code == ErrorCode.UNSUPPORTED_MEDIA
+
+
+def test_trim_of_an_unindexed_input_seeks_on_the_output() -> None:
+    unindexed = attrs.evolve(info("matroska,webm", 10.0, video(), audio()), seekable=False)
+    result = plan("trim", {"start_time": 1, "end_time": 3}, unindexed)
+    head = [*reading(), "-ss", "1", "-map", "0:0", "-map", "0:1"]
+    assert list(result.args[: len(head)]) == head  # -ss after -i: decoded from the start
+    assert result.args.count("-ss") == 1
+    assert result.stage == "processing (decoding from the start: the input has no seek index)"
+    assert result.expected_duration == pytest.approx(2.0)
+    assert "-ss" not in plan("trim", {"start_time": 0, "end_time": 3}, unindexed).args

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 
 from ffserve.errors import ErrorCode
@@ -382,3 +383,53 @@ def test_refusals(
     assert error.code == code
     if field is not None:
         assert error.details == {"field": field, "input_duration": media.duration}
+
+
+# A Matroska file without Cues: FFmpeg cannot be trusted to seek it.
+UNINDEXED = attrs.evolve(info("matroska,webm", 10.0, video(), audio()), seekable=False)
+NO_INDEX = "processing (decoding from the start: the input has no seek index)"
+
+
+def test_thumbnails_of_an_unindexed_input_decode_it_once_from_the_start() -> None:
+    """One input, no input seek; each output drops the frames before its own time."""
+    result = plan("thumbnail", {"count": 2}, UNINDEXED)
+    assert list(result.args) == [
+        *reading(),
+        "-ss",
+        "2.5",
+        *jpeg(0, "format=yuvj420p", "output_01.jpg"),
+        "-ss",
+        "7.5",
+        *jpeg(0, "format=yuvj420p", "output_02.jpg"),
+    ]
+    assert result.stage == NO_INDEX
+    assert_inputs_guarded(result.args)
+
+
+def test_a_first_frame_thumbnail_needs_no_seek_and_says_nothing_of_one() -> None:
+    result = plan("thumbnail", {"timestamp": 0}, UNINDEXED)
+    assert list(result.args) == [*reading(), *jpeg(0, "format=yuvj420p", "output.jpg")]
+    assert result.stage == "processing"
+
+
+def test_a_gif_of_an_unindexed_input_seeks_on_the_output() -> None:
+    options = {"start_time": 4, "duration": 2, "optimize": False}
+    result = plan("gif", options, UNINDEXED)
+    assert list(result.args) == [
+        *reading(),
+        "-ss",
+        "4",
+        "-t",
+        "2",
+        "-map",
+        "0:0",
+        "-filter:v",
+        "fps=10,scale=480:270:flags=lanczos",
+        "-loop",
+        "0",
+        "-f",
+        "gif",
+        out("output.gif"),
+    ]
+    assert result.stage == NO_INDEX
+    assert plan("gif", {**options, "start_time": 0}, UNINDEXED).stage == "processing"

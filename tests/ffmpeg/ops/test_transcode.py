@@ -1193,3 +1193,24 @@ def test_refusals(
 
 def test_compress_refuses_input_without_audio_or_video() -> None:
     assert refusal("compress", {}, SUBTITLES_ONLY).code == ErrorCode.UNSUPPORTED_MEDIA
+
+
+def test_convert_of_a_program_stream_generates_timestamps_and_can_fall_back() -> None:
+    """Copied packets need a pts: the demuxer generates them (-fflags +genpts); where
+    even that fails ('unknown timestamp'), the plan's last resort re-encodes."""
+    result = plan("convert", {"target_format": "mkv", "stream_copy": True}, MPEG_PS)
+    assert list(result.args[:2]) == ["-fflags", "+genpts"]
+    assert list(result.args[result.args.index("-c:v") :][:2]) == ["-c:v", "copy"]
+    fallback = result.fallback
+    assert fallback is not None and result.fallback_on == "unknown timestamp"
+    assert list(fallback.args[:2]) == ["-fflags", "+genpts"]
+    assert "copy" not in fallback.args
+    assert "mpeg2video" not in fallback.args  # re-encoded to the container's default
+    assert fallback.stage == "processing (re-encoding: the input lacks timestamps)"
+    assert [o.path for o in fallback.outputs] == [o.path for o in result.outputs]
+    assert fallback.fallback is None
+
+
+def test_convert_needs_no_fallback_when_nothing_is_copied_or_timestamps_are_there() -> None:
+    assert plan("convert", {"target_format": "mp4", "stream_copy": True}, MPEG_PS).fallback is None
+    assert plan("convert", {"target_format": "mkv", "stream_copy": True}, MKV).fallback is None
