@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from ffserve.ffmpeg.ops import Source, transcode
+from ffserve.ffmpeg.ops.common import read
 from ffserve.service.server import Endpoints
 from tests.conftest import Media
 from tests.e2e.test_operations import FRAME, approx, psnr, session, stages
@@ -242,3 +245,25 @@ async def test_retiming_keeps_only_audio_and_video_retimed(
         _, info, _ = await s.ok("trim", source, {"start_time": 1, "end_time": 2.5})
         assert sorted(stream["codec_type"] for stream in info["streams"]) == ["audio", "video"]
         approx(duration(info), 1.5, 2 * FRAME)
+
+
+async def test_convert_re_encodes_as_a_last_resort(
+    server: Endpoints, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where generated timestamps are not enough, FFmpeg's 'unknown timestamp' turns the
+    job to the plan's re-encode, in the same job, named in the stage. (Shown by taking
+    `-fflags +genpts` away, which leaves the copy failing as it did before it.)"""
+
+    def without_genpts(source: Source, **window: Any) -> list[str]:
+        args = read(source, **window)
+        return args[2:] if args[:2] == ["-fflags", "+genpts"] else args
+
+    monkeypatch.setattr(transcode, "read", without_genpts)
+    source = program_stream(tmp_path, "vob")
+    async with session(server, tmp_path, 60) as s:
+        options = {"target_format": "mkv", "stream_copy": True}
+        _, info, result = await s.ok("convert", source, options)
+        assert "processing (re-encoding: the input lacks timestamps)" in stages(result)
+        (video,) = streams(info, "video")
+        assert video["codec_name"] == "h264"
+        approx(duration(info), 3.0, 3 * FRAME)
