@@ -322,10 +322,15 @@ def require_timeline(source: Source, operation: str) -> float:
     nor video (subtitles or data alone) cannot be retimed or transcoded."""
     info = source.info
     duration = info.duration
-    if info.is_image or duration is None:
+    if info.is_image:
         raise JobError(
-            f"{operation} needs audio or video with a duration; "
-            "the input is a still image or has no duration",
+            f"{operation} needs audio or video with a duration; the input is a still image",
+            code=ErrorCode.UNSUPPORTED_MEDIA,
+        )
+    if duration is None:
+        raise JobError(
+            f"{operation} needs audio or video with a duration; the input states none "
+            "and reading its packets found none",
             code=ErrorCode.UNSUPPORTED_MEDIA,
         )
     if info.video is None and info.audio is None:

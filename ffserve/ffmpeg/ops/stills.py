@@ -100,9 +100,15 @@ def gif(options: GifOptions, source: Source, workdir: Path) -> Plan:
     video = source.info.video
     assert video is not None
     duration = source.info.duration
-    if source.info.is_image or duration is None:
+    if source.info.is_image:
         raise JobError(
             "gif needs a moving video; the input is a still image", code=ErrorCode.UNSUPPORTED_MEDIA
+        )
+    if duration is None:
+        raise JobError(
+            "gif needs a video with a duration; the input states none and reading its "
+            "packets found none",
+            code=ErrorCode.UNSUPPORTED_MEDIA,
         )
     if options.start_time >= duration:
         raise JobError(

@@ -433,3 +433,16 @@ def test_a_gif_of_an_unindexed_input_seeks_on_the_output() -> None:
     ]
     assert result.stage == NO_INDEX
     assert plan("gif", {**options, "start_time": 0}, UNINDEXED).stage == "processing"
+
+
+@pytest.mark.parametrize(
+    ("operation", "raw"), [("gif", {}), ("trim", {"start_time": 0, "end_time": 1})]
+)
+def test_a_video_without_any_duration_is_refused_for_what_it_lacks(
+    operation: str, raw: dict[str, Any]
+) -> None:
+    """Not called a still image: a video whose duration could not even be measured."""
+    timeless = info("matroska,webm", None, video(), audio())
+    error = refusal(operation, raw, timeless)
+    assert error.code == ErrorCode.UNSUPPORTED_MEDIA
+    assert "states none" in str(error) and "still image" not in str(error)
