@@ -17,7 +17,7 @@ import pytest
 from ffserve.ffmpeg.ops import Source, transcode
 from ffserve.ffmpeg.ops.common import read
 from ffserve.service.server import Endpoints
-from tests.conftest import Media
+from tests.conftest import Media, StartServer
 from tests.e2e.test_operations import FRAME, approx, psnr, session, stages
 from tests.helpers import duration, ffmpeg, packet_hash, probe, streams
 
@@ -267,3 +267,14 @@ async def test_convert_re_encodes_as_a_last_resort(
         (video,) = streams(info, "video")
         assert video["codec_name"] == "h264"
         approx(duration(info), 3.0, 3 * FRAME)
+
+
+async def test_a_measured_duration_counts_against_the_limit(
+    start_server: StartServer, unindexed: dict[str, Path], tmp_path: Path
+) -> None:
+    """A file that states no duration used to pass the duration limit unchecked."""
+    server = await start_server(limits={"max_duration_s": 3})
+    async with session(server, tmp_path, 30) as s:
+        error = await s.refused("extract_audio", unindexed["piped"], {"format": "wav"})
+        assert error["code"] == "TOO_LARGE"
+        assert "the limit is 3 s" in error["message"]
