@@ -81,8 +81,12 @@ async def _running(
                     deliver_cancel=partial(terminate, grace),
                     pass_fds=pass_fds,
                     cwd=str(workdir),
+                    start_new_session=True,
                 )
-                process: trio.Process = await nursery.start(run)
+                # Shielded (it takes as long as Popen): cancelled meanwhile, `nursery.start`
+                # would keep bwrap, reap it and raise, and nothing would stop what it holds.
+                with trio.CancelScope(shield=True):
+                    process: trio.Process = await nursery.start(run)
                 return process
 
             child = await spawn(

@@ -5,13 +5,21 @@ holds it before exec until a byte arrives on `--block-fd`: the server sets its r
 (prlimit(2)) in between. Without one, the rlimits are set just after the start.
 Where the process goes (a nursery's `run_process`, or a warm sandbox's owner) is the
 caller's `Start`; so is its reaping.
+
+bwrap lets its child go on end-of-file on `--block-fd` as on a byte, and that child has
+no death signal before it goes (`--die-with-parent` is set after): killing bwrap leaves
+it held, an orphan, and closing the pipe then would let it exec unbounded. So the pipe
+is closed only after the byte (the rlimits set), or after bwrap's whole process group,
+which the held child shares until it goes, has been killed (`Held.stop`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
 from pathlib import Path
 
 import attrs
@@ -23,7 +31,8 @@ from ffserve.ffmpeg.sandbox import ChildLimits, Confinement, Sandbox, SandboxPip
 log = logging.getLogger(__name__)
 BWRAP_SAYS = b"bwrap: "
 SANDBOX_EXIT_S = 2.0  # for the kernel to finish a sandbox whose bwrap has exited
-# Starts `command` with these fds passed, stdout and stderr piped; returns the process.
+# Starts `command` with these fds passed, stdout and stderr piped, as the leader of a new
+# session (`start_new_session`: its process group is `Held.stop`'s); returns the process.
 Start = Callable[[list[str], Sequence[int]], Awaitable[trio.Process]]
 
 
@@ -82,7 +91,7 @@ async def hold(
         )
         process = await start(command, pipes.child_ends)
     except BaseException:
-        pipes.close()
+        pipes.close()  # `start` raised: it started nothing that could read them
         raise
     pipes.close_child_ends()
     return Held(process, pipes)
@@ -91,46 +100,53 @@ async def hold(
 @attrs.define(eq=False)
 class Held:
     """bwrap with a child it holds before exec (`--block-fd`): the sandbox is built, or
-    being built, and nothing of the tool has run yet. Released once, or abandoned."""
+    being built, and nothing of the tool has run yet. Released once, or stopped."""
 
     process: trio.Process
     pipes: SandboxPipes
 
     async def release(self, limits: ChildLimits) -> Child:
-        """Bound the held child (rlimits, niceness) and let it exec."""
+        """Bound the held child (rlimits, niceness) and let it exec.
+
+        Cancellation: the sandbox is stopped, its child never let go."""
         process, pipes = self.process, self.pipes
         try:
             # bwrap reports its child on `info`; if it fails first, the pipe just closes.
             pid = await read_child_pid(pipes.info_read)
             pidfd = None if pid is None else _open_held_child(pid, process.pid)
-            if pid is None or pidfd is None:
-                # bwrap failed or died: closing `block` would let whatever it still holds
-                # exec unbounded, so it goes first.
-                if process.poll() is None:
-                    process.kill()
+            if pid is None or pidfd is None:  # bwrap failed or died
+                self.stop()
                 return Child(process, sandboxed=True, sandbox_failed=True)
             try:
                 limits.apply(pid, confined=True)
                 os.write(pipes.block_write, b"x")
-            except BrokenPipeError:  # the child died setting the sandbox up
-                os.close(pidfd)
-                return Child(process, sandboxed=True, sandbox_failed=True)
             except BaseException:
-                process.kill()  # before `block` closes: never let it exec unbounded
                 os.close(pidfd)  # nothing will wait on this
                 raise
             return Child(process, sandboxed=True, pidfd=pidfd)
+        except BrokenPipeError:  # the child died setting the sandbox up
+            self.stop()
+            return Child(process, sandboxed=True, sandbox_failed=True)
+        except BaseException:
+            self.stop()
+            raise
         finally:
-            pipes.close()
+            pipes.close()  # after the byte, or after `stop`
+
+    def stop(self) -> None:
+        """Kill bwrap and what it holds, then close the pipes. The held child is in bwrap's
+        process group until it is let go (`--new-session`), and has no death signal yet:
+        SIGKILL to the group reaches it whatever bwrap has done, and once it is sent the
+        child can run nothing more, whatever it reads. (The group keeps bwrap's id while
+        any process of it is left, bwrap reaped or not.)"""
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.pipes.close()
 
     async def abandon(self) -> None:
-        """Never released: bwrap is killed and reaped before `block` closes, so what it
-        holds has its death signal (`--die-with-parent`) before it could read end-of-file
-        there and exec. The caller shields this."""
-        if self.process.poll() is None:
-            self.process.kill()
+        """Never released: stopped and reaped. The caller shields this."""
+        self.stop()
         await self.process.wait()
-        self.pipes.close()
 
 
 def _open_held_child(pid: int, bwrap_pid: int) -> int | None:
@@ -172,6 +188,10 @@ class Child:
         """Wait (shielded, bounded) until every process of the sandbox has exited."""
         if self.pidfd is None:
             return
+        # bwrap has exited, so must the sandbox: its first process has the death signal
+        # from just after it is let go; if bwrap died before that, this kills it.
+        with suppress(ProcessLookupError):
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
         with trio.move_on_after(grace + SANDBOX_EXIT_S, shield=True):
             await trio.lowlevel.wait_readable(self.pidfd)
         os.close(self.pidfd)

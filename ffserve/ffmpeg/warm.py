@@ -79,6 +79,7 @@ async def open_warm(
             stderr=subprocess.PIPE,
             pass_fds=pass_fds,
             cwd=str(workdir),
+            start_new_session=True,
         )
 
     held = await hold(start, [shell, "-s"], sandbox=sandbox, workdir=workdir, writable=True)
