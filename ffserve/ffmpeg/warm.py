@@ -39,14 +39,20 @@ class Warm:
 
     held: Held
     limits: ChildLimits
+    grace: float
     child: Child | None = None
     taken: bool = False
 
     async def arm(self) -> None:
         """Let the shell start, bounded. Called once the job's input is in: by then bwrap
-        has long built the sandbox, so this costs a few system calls."""
+        has long built the sandbox, so this costs a few system calls. A bwrap that has
+        still not reported its child within `grace + SANDBOX_EXIT_S` (as long as ending
+        one may take) is stopped, and the job's FFmpeg starts cold."""
         if self.child is None:
-            self.child = await self.held.release(self.limits)
+            with trio.move_on_after(self.grace + SANDBOX_EXIT_S):
+                self.child = await self.held.release(self.limits)
+            if self.child is None:  # given up: `release` has stopped it
+                self.child = Child(self.held.process, sandboxed=True, sandbox_failed=True)
 
     async def take(self) -> Child | None:
         """The armed child, once; None when taken before or when its sandbox has ended."""
@@ -83,7 +89,7 @@ async def open_warm(
         )
 
     held = await hold(start, [shell, "-s"], sandbox=sandbox, workdir=workdir, writable=True)
-    warm = Warm(held, confinement.limits)
+    warm = Warm(held, confinement.limits, grace)
     process = held.process
     try:
         yield warm

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -152,4 +153,25 @@ async def test_warm_sandboxes_are_bounded(tmp_path: Path) -> None:
     off = WarmSandboxes.start(attrs.evolve(how, warm=False), at_once=2, grace=1)
     async with off.open(dirs[0]) as none:
         assert none is None
+    assert await wait_no_children() == []
+
+
+async def test_arming_a_sandbox_that_never_reports_is_bounded(tmp_path: Path) -> None:
+    """A bwrap that neither reports its child nor exits (here a stand-in that sleeps,
+    holding its info pipe): `arm` gives up within `grace + SANDBOX_EXIT_S` and stops it,
+    and the job's FFmpeg starts cold, confined as ever."""
+    how = warm_confinement(tmp_path)
+    assert how.sandbox is not None and how.sandbox.shell is not None
+    stand_in = attrs.evolve(how.sandbox, bwrap=PYTHON, base=("-c", "import time; time.sleep(60)"))
+    stuck = attrs.evolve(how, sandbox=stand_in)
+    workdir = tmp_path / "job"
+    workdir.mkdir()
+    with trio.fail_after(20):
+        async with open_warm(stuck, workdir, shell=how.sandbox.shell, grace=0.1) as warm:
+            await warm.arm()
+            assert await warm.held.process.wait() == -signal.SIGKILL  # stopped
+            await run_in(how, workdir, [PYTHON, "-c", REPORT], warm)
+            assert not warm.taken
+    seen = json.loads((workdir / "report.json").read_text())
+    assert (seen["seccomp"], seen["as"]) == ("2", how.limits.memory_bytes)
     assert await wait_no_children() == []
