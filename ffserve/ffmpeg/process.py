@@ -2,8 +2,9 @@
 
 Cancellation: when the caller's scope is cancelled the child gets SIGTERM, then SIGKILL
 after `grace` seconds (a sandboxed FFmpeg dies with the bwrap it runs under, SIGKILLed by
-`--die-with-parent`); `trio.run_process` waits for it to exit before returning, so no
-child outlives the job that started it.
+`--die-with-parent`, or by the server once bwrap has exited: `Child.sandbox_exited`);
+`trio.run_process` waits for it to exit before returning, so no child outlives the job
+that started it.
 """
 
 from __future__ import annotations

@@ -70,9 +70,10 @@ async def open_warm(
 ) -> AsyncIterator[Warm]:
     """A warm sandbox for FFmpeg around `workdir` (writable), as `run_ffmpeg` builds one.
 
-    Cancellation: on leaving, every process of it has exited: never armed, bwrap is killed
-    before its held child may exec; armed and unused, the shell reads end-of-input and
-    exits (SIGTERM, SIGKILL if it does not); used, `exec_in` has already waited for FFmpeg.
+    Cancellation: on leaving, every process of it has exited: never armed, bwrap and the
+    child it holds are killed before that child may exec (`Held.stop`); armed and unused,
+    the shell reads end-of-input and exits (SIGTERM, SIGKILL if it does not); used,
+    `exec_in` has already waited for FFmpeg.
     """
     sandbox = confinement.sandbox
     assert sandbox is not None
