@@ -47,3 +47,7 @@ ffmpeg:
     echo "FFmpeg not found: installing it with apt-get" >&2
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq ffmpeg
+
+# N ffserve instances (127.0.0.11..) behind HAProxy on 127.0.0.1:PORT, until Ctrl-C (they drain).
+cluster N PORT="8080": ffmpeg
+    python -m scripts.cluster {{N}} --port {{PORT}}

@@ -1,0 +1,1 @@
+"""Repository scripts (not installed): `just cluster`, `just image-test` helpers."""
