@@ -69,9 +69,17 @@ def local_instances(n: int) -> list[Instance]:
     return [Instance(f"ffserve{i}", f"127.0.0.{10 + i}", 8080, 8081) for i in range(1, n + 1)]
 
 
-def render(template: str, *, bind: str, instances: Sequence[Instance], stats_socket: Path) -> str:
+def render(
+    template: str,
+    *,
+    bind: str,
+    instances: Sequence[Instance],
+    stats_socket: Path,
+    source: str | None = None,
+) -> str:
     """`template` (deploy/haproxy.cfg) with its frontend's `bind`, its `stats socket` and its
-    backend's `server` lines replaced; everything else kept as written.
+    backend's `server` lines replaced; everything else kept as written. With `source`,
+    HAProxy connects to the instances from that address (the one they trust).
 
     Errors: ValueError if the template lacks one of those lines (it was edited beyond what
     this understands), or if no instance is given."""
@@ -84,6 +92,9 @@ def render(template: str, *, bind: str, instances: Sequence[Instance], stats_soc
         words = line.split()
         if line[:1] not in ("", " ", "\t", "#"):
             section = words[0]
+            if section == "backend" and source is not None:
+                out.extend([line, f"    source {source}"])
+                continue
         elif section == "global" and words[:2] == ["stats", "socket"]:
             line = f"    stats socket {stats_socket} mode 600 level admin"
             replaced.add("stats socket")

@@ -3,14 +3,24 @@
 Each fills one `ScenarioResult` and stops by itself. Every scenario runs under a deadline;
 what was measured before it is still reported, with status `timed_out`. A module a family:
 `jobs` (latency and throughput against plain FFmpeg, through `comparison`), `responsiveness`
-(a large upload with side pings), `connections`, `fairness`, `big_file`, and `abuse`
-(issue 11's attacks, with `attacks`), which runs only when asked for by name (`OPT_IN`).
+(a large upload with side pings), `connections`, `fairness`, `big_file`; and two that
+run only when asked for by name (`OPT_IN`): `abuse` (issue 11's attacks, with `attacks`)
+and `cluster` (issue 14: instances behind HAProxy,
+with `bench.balancer`).
 """
 
 from __future__ import annotations
 
 from bench.report import ScenarioResult
-from bench.scenarios import abuse, big_file, connections, fairness, jobs, responsiveness
+from bench.scenarios import (
+    abuse,
+    big_file,
+    cluster,
+    connections,
+    fairness,
+    jobs,
+    responsiveness,
+)
 from bench.scenarios.context import Bench, Scenario, Sizes
 
 SCENARIOS: dict[str, tuple[str, Scenario]] = {
@@ -34,12 +44,18 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
         "abuse: a victim's small jobs and side pings, idle and during each attack",
         abuse.abuse,
     ),
+    "cluster": (
+        "cluster: 1 vs 2 one-core instances behind HAProxy, a rolling restart, a kill -9",
+        cluster.cluster,
+    ),
 }
 
 # Not in the default run: `abuse` takes about a minute and a half, measures safety rather
 # than cost against plain FFmpeg, and leaves the server with work to shed (connections its
 # quotas refused, jobs it cancels) that would colour the figures of whatever ran after it.
-OPT_IN = frozenset({"abuse"})
+# `cluster` (issue 14) starts instances and HAProxy of its own, pinned to cores, and needs
+# the haproxy executable.
+OPT_IN = frozenset({"abuse", "cluster"})
 DEFAULT_SCENARIOS = [name for name in SCENARIOS if name not in OPT_IN]
 
 

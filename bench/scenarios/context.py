@@ -29,6 +29,7 @@ class Sizes:
     chunk_window: int = 4  # unacknowledged chunks the big-file client keeps in flight
     connections: int = 2000
     connect_parallel: int = 64
+    restart_concurrency: int = 4  # clients of the cluster scenario's restart and kill
     pings_in_flight: int = 16
     fairness_jobs: int = 50
     ping_interval_s: float = 0.05

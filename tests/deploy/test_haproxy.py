@@ -78,6 +78,18 @@ def test_websocket_timeouts_outlast_ffserves_own() -> None:
     assert tunnel > 300  # config.toml idle_timeout_s: ffserve closes idle ones itself
 
 
+def test_haproxy_may_be_told_its_source_address(tmp_path: Path) -> None:
+    config = render(
+        TEMPLATE.read_text(),
+        bind="127.0.0.1:9080",
+        instances=local_instances(1),
+        stats_socket=tmp_path / "s",
+        source="127.0.0.2",
+    )
+    assert section(config, "backend ffserve")[0] == "source 127.0.0.2"
+    assert "source" not in rendered(1, tmp_path)
+
+
 def test_the_template_must_keep_the_lines_the_generator_replaces() -> None:
     broken = TEMPLATE.read_text().replace("    bind :8080\n", "")
     with pytest.raises(ValueError, match="bind"):
