@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from functools import partial
@@ -29,6 +30,7 @@ from bench.scenarios import DEFAULT_SCENARIOS, SCENARIOS, Bench, Sizes
 from bench.scenarios.abuse import abuse, judge
 from bench.scenarios.attacks import Attacker, Observed, reply_kind
 from bench.scenarios.big_file import big_file
+from bench.scenarios.cluster import retryable
 from bench.server import Target, is_loopback
 from bench.stats import Summary, percentile, rate, ratio
 
@@ -445,3 +447,53 @@ def test_quick_bench_produces_a_complete_report(tmp_path: Path) -> None:
     assert "== targets (issue 5, part 4) ==" in text
     assert all(f"[{name}]" in text for name in DEFAULT_SCENARIOS)
     assert "<svg" in page.read_text()
+
+
+# --- cluster (issue 14): instances behind HAProxy ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "again"),
+    [
+        ("BUSY: the queue is full", True),
+        ("SHUTTING_DOWN: server shutting down", True),
+        ("connect: ConnectionRejected", True),
+        ("connect: ConnectionRefusedError", True),
+        ("connection closed while sending", True),
+        ("connection closed", False),  # after the upload: the job may have run
+        ("JOB_FAILED: FFmpeg could not process the input", False),
+        ("no result within 120 s", False),
+    ],
+)
+def test_the_cluster_clients_retry_only_what_started_no_job(error: str, again: bool) -> None:
+    assert retryable(error) is again
+
+
+def test_cluster_runs_only_when_named() -> None:
+    assert "cluster" in SCENARIOS and "cluster" not in DEFAULT_SCENARIOS
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+def test_quick_cluster_scenario_reports_every_phase(tmp_path: Path) -> None:
+    """Two pinned instances behind HAProxy, a few jobs per phase (~40 s). A rolling
+    restart must lose no job; the kill must be seen by HAProxy (DOWN) and the figures
+    must all be there. No timing is judged here."""
+    out = tmp_path / "report.json"
+    args = [
+        sys.executable, "-m", "bench", "--quick", "--scenarios", "cluster", "-n", "4",
+        "--concurrency", "4", "--timeout", "120", "--json", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (scenario,) = json.loads(out.read_text())["scenarios"]
+    assert scenario["status"] == "ok", scenario["reason"]
+    metrics = scenario["metrics"]
+    assert metrics["throughput_errors"] == 0, scenario["notes"]
+    assert metrics["throughput_ratio"] is not None
+    assert metrics["restart_jobs_submitted"] > 0
+    assert metrics["restart_jobs_lost"] == 0, scenario["notes"]
+    assert metrics["restart_jobs_completed"] == metrics["restart_jobs_submitted"]
+    assert metrics["kill_down_after_ms"] is not None and metrics["kill_jobs_submitted"] > 0
+    for series in ("direct to instance 1", "through HAProxy (instance 1)"):
+        assert scenario["series"][series]["summary"]["n"] == 4
+    assert "jobs lost in a rolling restart" in done.stdout

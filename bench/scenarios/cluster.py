@@ -65,8 +65,10 @@ class Outcome:
 
 
 def retryable(error: str) -> bool:
+    """Whether the client may submit the job again: the server refused it for now, or no
+    job was started (a connection closed after the upload is a job lost)."""
     code = error.split(":", 1)[0]
-    return code in RETRYABLE_CODES or error.startswith(("connect", "connection closed while"))
+    return code in RETRYABLE_CODES or error.startswith(("connect: ", "connection closed while"))
 
 
 async def attempt(url: str, bench: Bench, job_id: str) -> JobTrace | str:
