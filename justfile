@@ -49,5 +49,14 @@ ffmpeg:
     $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq ffmpeg
 
 # N ffserve instances (127.0.0.11..) behind HAProxy on 127.0.0.1:PORT, until Ctrl-C (they drain).
-cluster N PORT="8080": ffmpeg
+cluster N PORT="8080": ffmpeg haproxy
     python -m scripts.cluster {{N}} --port {{PORT}}
+
+# Install HAProxy with apt if it is missing (Debian/Ubuntu; needs root or sudo).
+haproxy:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ]; then exit 0; fi
+    echo "HAProxy not found: installing it with apt-get" >&2
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq haproxy

@@ -27,7 +27,7 @@ import httpx
 import trio
 
 from bench.server import REPO, free_port
-from scripts.cluster import TEMPLATE, Instance, instance_env, render
+from scripts.cluster import TEMPLATE, Instance, find_haproxy, instance_env, render
 
 PROXY_SOURCE = "127.0.0.2"  # HAProxy's address towards the instances, the trusted one
 BACKEND = "ffserve"
@@ -142,12 +142,13 @@ class Cluster:
 
 
 @asynccontextmanager
-async def open_cluster(
-    n: int, workdir: Path, *, haproxy: str = "haproxy"
-) -> AsyncIterator[Cluster]:
+async def open_cluster(n: int, workdir: Path) -> AsyncIterator[Cluster]:
     """N pinned one-slot instances (round the CPUs) and HAProxy before them, all UP.
 
     Errors: ClusterError if HAProxy is missing or something does not come up."""
+    haproxy = find_haproxy()
+    if haproxy is None:
+        raise ClusterError("haproxy is not installed (Debian: apt-get install haproxy)")
     cpus = sorted(os.sched_getaffinity(0))
     nodes = []
     for i in range(n):

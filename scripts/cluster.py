@@ -3,11 +3,12 @@
     python -m scripts.cluster 2 --port 8080
 
 Instance i listens on its own loopback address, 127.0.0.(10+i), WebSocket port 8080 and
-HTTP port 8081 (as every machine of a real deployment would), with `config.toml` plus
-environment overrides: PROXY protocol from HAProxy (trusted_proxies = 127.0.0.1, the
-address HAProxy connects from) and a temp dir of its own. HAProxy runs `deploy/haproxy.cfg`
-with its `bind`, `stats socket` and `server` lines rewritten for these instances
-(`render`), on 127.0.0.1:PORT. Every process's output is shown prefixed with its name.
+HTTP port 8081 (as every machine of a real deployment would; `--instance-port` to change
+them), with `config.toml` plus environment overrides: PROXY protocol from HAProxy
+(trusted_proxies = 127.0.0.1, the address HAProxy connects from) and a temp dir of its
+own. HAProxy runs `deploy/haproxy.cfg` with its `bind`, `stats socket` and `server` lines
+rewritten for these instances (`render`), on 127.0.0.1:PORT. Every process's output is
+shown prefixed with its name.
 
 Ctrl-C (or SIGTERM) stops it all the way a deployment is stopped: each instance is sent
 SIGTERM and drains (no new job, /ready 503, admitted jobs finish within
@@ -62,11 +63,12 @@ class Instance:
         return f"http://{self.host}:{self.http_port}/ready"
 
 
-def local_instances(n: int) -> list[Instance]:
-    """N instances on 127.0.0.11, 127.0.0.12, ...: each its own address, the usual ports."""
+def local_instances(n: int, port: int = 8080) -> list[Instance]:
+    """N instances on 127.0.0.11, 127.0.0.12, ...: each its own address, the same ports
+    (WebSocket `port`, HTTP the next one)."""
     if not 1 <= n <= MAX_INSTANCES:
         raise ValueError(f"the number of instances must be 1-{MAX_INSTANCES}, not {n}")
-    return [Instance(f"ffserve{i}", f"127.0.0.{10 + i}", 8080, 8081) for i in range(1, n + 1)]
+    return [Instance(f"ffserve{i}", f"127.0.0.{10 + i}", port, port + 1) for i in range(1, n + 1)]
 
 
 def render(
@@ -130,6 +132,11 @@ def instance_env(instance: Instance, temp_dir: Path, *, proxy: str = "127.0.0.1"
 
 # Straight to the instance, whatever http_proxy says.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def find_haproxy() -> str | None:
+    """The haproxy executable: on PATH, or in the sbin directories a user's PATH may lack."""
+    return shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
 
 
 def is_ready(instance: Instance) -> bool:
@@ -216,8 +223,8 @@ def stop(
             _wait_all(everything, 5.0)
 
 
-def run(n: int, port: int, *, haproxy: str, config: Path) -> int:
-    instances = local_instances(n)
+def run(n: int, port: int, *, instance_port: int, haproxy: str, config: Path) -> int:
+    instances = local_instances(n, instance_port)
     drain_s = Config.load(config).server.drain_timeout_s + DRAIN_MARGIN_S
     work = Path(tempfile.mkdtemp(prefix="ffserve-cluster-"))
     started: list[subprocess.Popen[bytes]] = []
@@ -279,14 +286,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.cluster", description=__doc__)
     parser.add_argument("instances", type=int, help=f"how many ffserve (1-{MAX_INSTANCES})")
     parser.add_argument("--port", type=int, default=8080, help="HAProxy's port (default 8080)")
-    parser.add_argument("--haproxy", default="haproxy", help="the haproxy executable")
+    parser.add_argument(
+        "--instance-port",
+        type=int,
+        default=8080,
+        help="each instance's WebSocket port on its own address; HTTP the next (default 8080)",
+    )
+    parser.add_argument("--haproxy", default=find_haproxy(), help="the haproxy executable")
     parser.add_argument("--config", type=Path, default=REPO / "config.toml")
     args = parser.parse_args(argv)
     if not 1 <= args.instances <= MAX_INSTANCES:
         parser.error(f"instances must be 1-{MAX_INSTANCES}")
-    if shutil.which(args.haproxy) is None:
-        parser.error(f"{args.haproxy} not found (Debian: apt-get install haproxy)")
-    return run(args.instances, args.port, haproxy=args.haproxy, config=args.config)
+    if args.haproxy is None or shutil.which(args.haproxy) is None:
+        parser.error("haproxy not found (Debian: apt-get install haproxy; or --haproxy PATH)")
+    return run(
+        args.instances,
+        args.port,
+        instance_port=args.instance_port,
+        haproxy=args.haproxy,
+        config=args.config,
+    )
 
 
 if __name__ == "__main__":

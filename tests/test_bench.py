@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from functools import partial
@@ -33,6 +32,7 @@ from bench.scenarios.big_file import big_file
 from bench.scenarios.cluster import retryable
 from bench.server import Target, is_loopback
 from bench.stats import Summary, percentile, rate, ratio
+from scripts.cluster import find_haproxy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -473,7 +473,7 @@ def test_cluster_runs_only_when_named() -> None:
     assert "cluster" in SCENARIOS and "cluster" not in DEFAULT_SCENARIOS
 
 
-@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+@pytest.mark.skipif(find_haproxy() is None, reason="haproxy is not installed")
 def test_quick_cluster_scenario_reports_every_phase(tmp_path: Path) -> None:
     """Two pinned instances behind HAProxy, a few jobs per phase (~40 s). A rolling
     restart must lose no job; the kill must be seen by HAProxy (DOWN) and the figures

@@ -5,7 +5,6 @@ the client's address arrives through PROXY v2, only WebSocket upgrades pass, a j
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from functools import partial
 from pathlib import Path
@@ -15,12 +14,19 @@ import trio
 
 from bench.server import free_port
 from ffserve.service.server import Endpoints
-from scripts.cluster import TEMPLATE, Instance, instance_env, local_instances, render
+from scripts.cluster import (
+    TEMPLATE,
+    Instance,
+    find_haproxy,
+    instance_env,
+    local_instances,
+    render,
+)
 from tests.conftest import Media, StartServer
 from tests.e2e.test_abuse import audit_lines, open_from, upgrade
 from tests.helpers import connect, probe
 
-HAPROXY = shutil.which("haproxy")
+HAPROXY = find_haproxy()
 needs_haproxy = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")
 
 
