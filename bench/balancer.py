@@ -94,7 +94,8 @@ class Cluster:
                 except httpx.HTTPError:
                     pass
                 await trio.sleep(0.05)
-        raise ClusterError(f"{node.name} not ready (exit code {node.process.poll()})")
+        tail = (await trio.Path(node.log).read_text(errors="replace"))[-2000:]
+        raise ClusterError(f"{node.name} not ready (exit code {node.process.poll()}):\n{tail}")
 
     async def stop(self, node: Node, signum: int = signal.SIGTERM) -> None:
         """Signal `node` (SIGTERM: it drains) and wait for it to exit; kill it past the bound."""

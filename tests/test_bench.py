@@ -29,7 +29,7 @@ from bench.scenarios import DEFAULT_SCENARIOS, SCENARIOS, Bench, Sizes
 from bench.scenarios.abuse import abuse, judge
 from bench.scenarios.attacks import Attacker, Observed, reply_kind
 from bench.scenarios.big_file import big_file
-from bench.scenarios.cluster import retryable
+from bench.scenarios.cluster import cluster, retryable
 from bench.server import Target, is_loopback
 from bench.stats import Summary, percentile, rate, ratio
 from scripts.cluster import find_haproxy
@@ -471,6 +471,19 @@ def test_the_cluster_clients_retry_only_what_started_no_job(error: str, again: b
 
 def test_cluster_runs_only_when_named() -> None:
     assert "cluster" in SCENARIOS and "cluster" not in DEFAULT_SCENARIOS
+
+
+async def test_cluster_is_not_run_without_haproxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bench.balancer.find_haproxy", lambda: None)
+    target = Target("ws://127.0.0.1:1/", None, {}, 2, None, spawned=False)
+    media = Media(tmp_path / "s.mp4", tmp_path / "l.mp4", tmp_path / "b.wav")
+    result = ScenarioResult("cluster", "cluster")
+    await cluster(Bench(target, media, Sizes.quick(), tmp_path), result)
+    assert result.status == NOT_RUN and result.reason is not None
+    assert "haproxy is not installed" in result.reason
+    assert list(await trio.Path(tmp_path).iterdir()) == []  # nothing started, nothing left
 
 
 @pytest.mark.skipif(find_haproxy() is None, reason="haproxy is not installed")
