@@ -151,8 +151,25 @@ class Stop(Exception):
     """Ctrl-C or SIGTERM: stop the cluster."""
 
 
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise Stop
+@attrs.define
+class Signals:
+    """The first Ctrl-C (or SIGTERM) stops the cluster, by raising Stop in the main
+    thread; any later one passes SIGTERM on to the instances, which then stop at once
+    (ffserve's second signal), wherever the stop has got to."""
+
+    instances: list[subprocess.Popen[bytes]] = attrs.Factory(list)
+    stopping: bool = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self.received)
+        signal.signal(signal.SIGTERM, self.received)
+
+    def received(self, signum: int, frame: FrameType | None) -> None:
+        if not self.stopping:
+            self.stopping = True
+            raise Stop
+        print("cluster: stopping the instances at once", file=sys.stderr, flush=True)
+        _signal_all(self.instances, signal.SIGTERM)
 
 
 def _relay(name: str, stream: IO[bytes]) -> None:
@@ -204,17 +221,10 @@ def stop(
     haproxy: subprocess.Popen[bytes] | None,
     drain_s: float,
 ) -> None:
-    """Drain the instances and let HAProxy's connections end; kill what outlives the bound.
-    A second Ctrl-C during the drain stops the instances at once (ffserve's second signal)."""
+    """Drain the instances and let HAProxy's connections end; kill what outlives the bound."""
     _signal_all(instances, signal.SIGTERM)
     _signal_all([haproxy] if haproxy else [], signal.SIGUSR1)
-    try:
-        _wait_all(instances, drain_s)
-    except Stop:
-        print("cluster: stopping the instances at once", file=sys.stderr, flush=True)
-        _signal_all(instances, signal.SIGTERM)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # now bounded: let it finish
-        _wait_all(instances, DRAIN_MARGIN_S)
+    _wait_all(instances, drain_s)
     everything = [*instances, *([haproxy] if haproxy else [])]
     if not _wait_all(everything, 5.0):  # HAProxy: its tunnels ended with the instances
         _signal_all(everything, signal.SIGTERM)
@@ -227,10 +237,10 @@ def run(n: int, port: int, *, instance_port: int, haproxy: str, config: Path) ->
     instances = local_instances(n, instance_port)
     drain_s = Config.load(config).server.drain_timeout_s + DRAIN_MARGIN_S
     work = Path(tempfile.mkdtemp(prefix="ffserve-cluster-"))
-    started: list[subprocess.Popen[bytes]] = []
+    signals = Signals()
+    started = signals.instances
     balancer: subprocess.Popen[bytes] | None = None
-    signal.signal(signal.SIGINT, _raise_stop)
-    signal.signal(signal.SIGTERM, _raise_stop)
+    signals.install()
     try:
         cfg = work / "haproxy.cfg"
         cfg.write_text(
@@ -271,9 +281,10 @@ def run(n: int, port: int, *, instance_port: int, haproxy: str, config: Path) ->
         print(f"cluster: HAProxy exited ({code})", file=sys.stderr)
         return 1
     except Stop:
-        print("cluster: stopping (instances drain)", flush=True)
+        print("cluster: stopping (instances drain; Ctrl-C again: at once)", flush=True)
         return 0
     finally:
+        signals.stopping = True  # however we got here, a signal now only hurries the stop
         try:
             stop(started, balancer, drain_s)
             for relay in _RELAYS:  # the children's last lines (they have exited)
