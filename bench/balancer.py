@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import attrs
 import httpx
 import trio
 
+from bench.procstat import CLOCK_TICKS, ProcessWatch
 from bench.server import REPO, free_port
 from scripts.cluster import TEMPLATE, Instance, find_haproxy, instance_env, render
 
@@ -33,6 +35,11 @@ PROXY_SOURCE = "127.0.0.2"  # HAProxy's address towards the instances, the trust
 BACKEND = "ffserve"
 START_WITHIN_S = 30.0
 STOP_WITHIN_S = 30.0  # drain_timeout_s (10 s) + ffserve's own 10 s bound + a margin
+
+
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 class ClusterError(Exception):
@@ -66,6 +73,15 @@ class Cluster:
     url: str  # through HAProxy
     stats_socket: Path
     _http: httpx.AsyncClient
+    haproxy: trio.Process | None = None
+
+    def cpu_s(self) -> dict[str, float]:
+        """CPU seconds so far: of this process (the bench's clients), of HAProxy, and of
+        each core, busy (everybody's work, steal included) and stolen by the hypervisor."""
+        haproxy = ProcessWatch(self.haproxy.pid).cpu() if self.haproxy is not None else None
+        used = {"client": _own_cpu_s(), "haproxy": haproxy.total if haproxy else 0.0}
+        used.update(core_seconds())
+        return used
 
     async def start(self, node: Node) -> None:
         """Start `node` pinned to its core and wait until its /ready says 200."""
@@ -142,6 +158,19 @@ class Cluster:
         return trio.current_time() - start
 
 
+def core_seconds() -> dict[str, float]:
+    """From /proc/stat: per CPU N, `coreN_busy` (all but idle and iowait) and `coreN_steal`."""
+    seconds: dict[str, float] = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            ticks = [int(f) for f in fields]
+            idle = ticks[3] + ticks[4]
+            seconds[f"core{name[3:]}_busy"] = (sum(ticks[:8]) - idle) / CLOCK_TICKS
+            seconds[f"core{name[3:]}_steal"] = ticks[7] / CLOCK_TICKS
+    return seconds
+
+
 @asynccontextmanager
 async def open_cluster(n: int, workdir: Path) -> AsyncIterator[Cluster]:
     """N pinned one-slot instances (round the CPUs) and HAProxy before them, all UP.
@@ -191,6 +220,7 @@ async def open_cluster(n: int, workdir: Path) -> AsyncIterator[Cluster]:
                     await trio.sleep(0.05)
             if balancer.poll() is not None or not socket_path.exists():
                 raise ClusterError(f"HAProxy did not start (exit code {balancer.poll()})")
+            cluster.haproxy = balancer
             for node in nodes:
                 await cluster.wait_state(node, "UP")
             yield cluster

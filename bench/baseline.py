@@ -58,6 +58,7 @@ class PlainFFmpeg:
     root: Path  # where per-run directories are made
     ffmpeg: str = "ffmpeg"
     threads: int = 0
+    cpu: int | None = None  # run under `taskset -c CPU` (the cluster scenario's baseline)
 
     @classmethod
     def for_job(
@@ -80,7 +81,8 @@ class PlainFFmpeg:
         options = parse_options(self.operation, self.options)
         plan = build_plan(self.operation, options, [self.source], workdir)
         args = guard_inputs(plan.args, self.operation, LimitsConfig().max_pixels)
-        return [*ffmpeg_prefix(self.ffmpeg, self.threads), *args]
+        pinned = ["taskset", "-c", str(self.cpu)] if self.cpu is not None else []
+        return [*pinned, *ffmpeg_prefix(self.ffmpeg, self.threads), *args]
 
     async def run_one(self) -> float:
         """Run the command once; its wall time in seconds.

@@ -503,6 +503,8 @@ def test_quick_cluster_scenario_reports_every_phase(tmp_path: Path) -> None:
     metrics = scenario["metrics"]
     assert metrics["throughput_errors"] == 0, scenario["notes"]
     assert metrics["throughput_ratio"] is not None
+    assert metrics["plain_throughput_ratio"] is not None  # the machine's own scaling
+    assert 0 <= metrics["two_core0_busy_share"] <= 1.05
     assert metrics["restart_jobs_submitted"] > 0
     assert metrics["restart_jobs_lost"] == 0, scenario["notes"]
     assert metrics["restart_jobs_completed"] == metrics["restart_jobs_submitted"]

@@ -35,6 +35,7 @@ import trio
 from trio_websocket import HandshakeError
 
 from bench.balancer import Cluster, ClusterError, Node, open_cluster
+from bench.baseline import PlainFFmpeg
 from bench.client import JobTrace, open_session
 from bench.report import NOT_RUN, TIMED_OUT, Goal, ScenarioResult
 from bench.scenarios.context import Bench
@@ -165,35 +166,67 @@ def latencies(outcomes: list[Outcome]) -> list[float]:
     return [o.latency for o in outcomes if o.latency is not None]
 
 
+async def plain_batch(plain: PlainFFmpeg, cpus: list[int], n: int) -> tuple[int, float]:
+    """`n` plain FFmpeg runs of the job, one at a time on each of `cpus` (pinned): the
+    machine's own scaling from one core to two, the yardstick for the instances'."""
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for i, cpu in enumerate(cpus):
+            share = n // len(cpus) + (i < n % len(cpus))
+            nursery.start_soon(attrs.evolve(plain, cpu=cpu).run_batch, share, 1)
+    return n, trio.current_time() - start
+
+
 async def measure_throughput(cluster: Cluster, bench: Bench, result: ScenarioResult) -> None:
+    """Alternating batches (1, 2, 2, 1 instances), each after the same number of plain
+    FFmpeg runs pinned to as many cores: the instances' scaling, and the machine's."""
     sizes = bench.sizes
     per_batch = max(2, sizes.throughput_n // 2)
-    jobs = {1: 0, 2: 0}
-    wall = {1: 0.0, 2: 0.0}
+    jobs, wall = {1: 0, 2: 0}, {1: 0.0, 2: 0.0}
+    plain_jobs, plain_wall = {1: 0, 2: 0}, {1: 0.0, 2: 0.0}
+    cpu: dict[int, Counter[str]] = {1: Counter(), 2: Counter()}
     errors: Counter[str] = Counter()
+    plain = await bench.plain("thumbnail", THUMBNAIL, bench.media.small)
+    cores = [node.cpu for node in cluster.nodes]
     for round_, count in enumerate((1, 2, 2, 1)):
+        done, took = await plain_batch(plain, cores[:count], per_batch)
+        plain_jobs[count] += done
+        plain_wall[count] += took
         if count == 1:
             await only(cluster, cluster.nodes[0])
         else:
             await all_up(cluster)
+        before = cluster.cpu_s()
         outcomes, took = await batch(
             cluster.url, bench, per_batch, sizes.concurrency, f"tp{count}-{round_}"
         )
+        after = cluster.cpu_s()
+        cpu[count].update({name: after[name] - before[name] for name in after})
         jobs[count] += sum(o.ok for o in outcomes)
         wall[count] += took
         errors.update(o.error or "" for o in outcomes if not o.ok)
-        result.series.setdefault(f"{count} instance(s), concurrency {sizes.concurrency}", [])
-        result.series[f"{count} instance(s), concurrency {sizes.concurrency}"] += latencies(
-            outcomes
-        )
+        series = f"{count} instance(s), concurrency {sizes.concurrency}"
+        result.series.setdefault(series, []).extend(latencies(outcomes))
     await all_up(cluster)
     one, two = rate(jobs[1], wall[1]), rate(jobs[2], wall[2])
+    plain_one, plain_two = rate(plain_jobs[1], plain_wall[1]), rate(plain_jobs[2], plain_wall[2])
+    plain_ratio = ratio(plain_two, plain_one)
     result.metrics.update(
         one_instance_jobs_per_s=rounded(one, 2),
         two_instances_jobs_per_s=rounded(two, 2),
         throughput_ratio=rounded(ratio(two, one), 3),
         throughput_errors=sum(errors.values()),
+        plain_one_core_jobs_per_s=rounded(plain_one, 2),
+        plain_two_cores_jobs_per_s=rounded(plain_two, 2),
+        plain_throughput_ratio=rounded(plain_ratio, 3),
+        throughput_ratio_over_plain=rounded(ratio(ratio(two, one), plain_ratio), 3),
     )
+    # Where the cores went during the service batches: what the bench's clients and
+    # HAProxy took, how busy each core was (anybody's work) and how much was stolen.
+    for count, label in ((1, "one"), (2, "two")):
+        for name, seconds in sorted(cpu[count].items()):
+            share = seconds / wall[count] if wall[count] else None
+            result.metrics[f"{label}_{name}_share"] = rounded(share, 3)
     if errors:
         result.notes.append(f"throughput errors: {dict(errors)}")
     result.goals.append(Goal("throughput, 2 instances / 1 (issue 14)", ratio(two, one), ">=", 1.8))
