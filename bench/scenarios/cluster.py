@@ -7,6 +7,8 @@ jobs. Four measurements:
 * throughput: the same small-job load through HAProxy with one instance (the other put in
   maintenance on HAProxy's admin socket) and with both, in alternating batches (1, 2, 2,
   1, ...) so that drift on the shared machine weighs on both; `throughput_ratio` = 2 / 1.
+  Before each batch, as many plain FFmpeg runs of the job pinned to as many cores: what
+  the machine itself gives from one core to two in this run (`plain_throughput_ratio`).
 * the balancer's cost: jobs one at a time on instance 1, directly (from 127.0.0.1, which
   it does not trust for PROXY headers) and through HAProxy, alternating batches.
 * rolling restart under load: SIGTERM instance 1 (it drains), start it again, wait until
@@ -149,7 +151,7 @@ async def under_load(
 
 
 async def only(cluster: Cluster, keep: Node) -> None:
-    """Every server but `keep` in maintenance on HAProxy (none when keep is None)."""
+    """Every server but `keep` in maintenance on HAProxy (the admin socket's `disable`)."""
     for node in cluster.nodes:
         if node is not keep:
             await cluster.command(f"disable server ffserve/{node.name}")
