@@ -1,8 +1,9 @@
 """The step after FFmpeg: every output read back and measured before anything is sent.
 
 A job's outputs become `VerifiedOutput`s here, each with the v1 `output_metadata` a
-client is told, so that delivery only ever sends files that were probed and are within
-the output limit.
+client is told, so that delivery only ever sends files that were probed, are within the
+output limit, and are what the operation promised (duration, kinds of stream, picture
+size): a wrong result is a failed job, never a `completed`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import attrs
 from ffserve.errors import ErrorCode, JobError
 from ffserve.ffmpeg.ops import Output
 from ffserve.ffmpeg.probe import Prober
+from ffserve.ffmpeg.promise import Promise, broken_promise
 from ffserve.media.metadata import output_metadata
 
 
@@ -33,10 +35,10 @@ class VerifiedOutput:
 
 
 async def verify_outputs(
-    prober: Prober, outputs: Sequence[Output], max_bytes: int
+    prober: Prober, outputs: Sequence[Output], promise: Promise, max_bytes: int
 ) -> list[VerifiedOutput]:
-    """Errors: JobError(JOB_FAILED) for a missing or unreadable output,
-    JobError(TOO_LARGE) for one over `max_bytes`."""
+    """Errors: JobError(JOB_FAILED) for a missing or unreadable output or one that breaks
+    `promise`, JobError(TOO_LARGE) for one over `max_bytes`."""
     verified = []
     for output in outputs:
         info = await prober.probe_output(output.path, output.container)
@@ -46,5 +48,8 @@ async def verify_outputs(
                 f"output is {metadata['size_bytes']} bytes, over the {max_bytes}-byte output limit",
                 code=ErrorCode.TOO_LARGE,
             )
+        broken = broken_promise(promise, info)
+        if broken is not None:
+            raise JobError(broken, details={"output": output.filename})
         verified.append(VerifiedOutput(output.path, output.filename, output.container, metadata))
     return verified

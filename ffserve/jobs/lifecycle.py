@@ -215,7 +215,9 @@ async def _steps(job: Job, ticket: Ticket, services: Services, outbox: Outbox) -
             # (and only until its connection's send timeout drops it).
             eta = 0.0 if job.progress_detail else None  # unset fields are not sent
             await outbox.send(Progress(job.job_id, 100.0, plan.stage, eta_s=eta))
-            outputs = await verify_outputs(services.prober, plan.outputs, config.max_output_bytes)
+            outputs = await verify_outputs(
+                services.prober, plan.outputs, plan.promise, config.max_output_bytes
+            )
             job.process(JobEvent.VERIFIED)
             record.output_bytes = sum(output.size for output in outputs)
             record.delivery_began = trio.current_time()

@@ -16,6 +16,7 @@ import attrs
 
 from ffserve.errors import ErrorCode, JobError
 from ffserve.ffmpeg.arguments import input_args
+from ffserve.ffmpeg.promise import Promise
 from ffserve.media.streams import MediaInfo
 
 
@@ -50,6 +51,8 @@ class Plan:
     # e.g. re-encoding what could not be stream-copied), named in its own stage.
     fallback: Plan | None = None
     fallback_on: str = ""
+    # What every output must turn out to be, checked on its probe before delivery.
+    promise: Promise = attrs.field(kw_only=True)
 
 
 @attrs.frozen

@@ -24,6 +24,7 @@ from ffserve.ffmpeg.ops.common import (
     read,
     write,
 )
+from ffserve.ffmpeg.promise import Promise, seconds, slack_of
 from ffserve.media.streams import MediaInfo, Stream
 from ffserve.wire.options import ConcatOptions
 
@@ -129,7 +130,15 @@ def _copy_plan(sources: list[Source], workdir: Path, total: float) -> Plan:
     if first.audio is not None:
         args += ["-map", "0:a:0"]
     args += ["-c", "copy", *output_args(output, container)]
-    return Plan(tuple(args), (output,), total, "processing (stream copy)", files=((listing, text),))
+    promise = _promise(sources, total, audio=first.audio is not None)
+    return Plan(
+        tuple(args),
+        (output,),
+        total,
+        "processing (stream copy)",
+        files=((listing, text),),
+        promise=promise,
+    )
 
 
 def _normalise_plan(sources: list[Source], workdir: Path, total: float) -> Plan:
@@ -180,4 +189,15 @@ def _normalise_plan(sources: list[Source], workdir: Path, total: float) -> Plan:
         args += ["-map", "[a]", *encode_audio()]
     output = write(workdir, sources[0], "joined", container)
     args += output_args(output, container)
-    return Plan(tuple(args), (output,), total, "processing (normalising inputs)")
+    promise = _promise(sources, total, audio=has_audio)
+    return Plan(tuple(args), (output,), total, "processing (normalising inputs)", promise=promise)
+
+
+def _promise(sources: list[Source], total: float, *, audio: bool) -> Promise:
+    return Promise(
+        f"concat of {len(sources)} inputs, {seconds(total)} in all",
+        total,
+        slack_of(*(s.info for s in sources)),
+        video=sources[0].info.video is not None,
+        audio=audio,
+    )

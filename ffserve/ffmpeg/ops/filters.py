@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import attrs
+
 from ffserve.errors import ErrorCode, JobError
 from ffserve.ffmpeg.ops.common import (
     CONTAINERS,
@@ -27,6 +29,7 @@ from ffserve.ffmpeg.ops.common import (
     write,
 )
 from ffserve.ffmpeg.ops.stills import IMAGE_CONTAINERS
+from ffserve.ffmpeg.promise import Promise, same_streams, seconds
 from ffserve.wire.options import (
     AudioFilter,
     CropFilter,
@@ -160,4 +163,11 @@ def apply_filters(options: FilterOptions, source: Source, workdir: Path) -> Plan
     output = write(workdir, source, "filtered", container)
     args += ["-sn", "-dn", *output_args(output, container)]
     duration = None if info.is_image else info.duration
-    return Plan(tuple(args), (output,), duration, frame_size=size)
+    if info.is_image:
+        promise = Promise("filter of a still image", video=True, size=size)
+    else:
+        why = f"filter of {seconds(duration)}" if duration else "filter"
+        promise = same_streams(info, why, duration)
+        if size is not None:  # odd sizes are made even for H.264
+            promise = attrs.evolve(promise, size=(even(size[0]), even(size[1])))
+    return Plan(tuple(args), (output,), duration, frame_size=size, promise=promise)

@@ -22,6 +22,7 @@ from ffserve.ffmpeg.ops.common import (
     video_maps,
     write,
 )
+from ffserve.ffmpeg.promise import same_streams, seconds
 from ffserve.wire.options import SpeedOptions, TrimOptions
 
 # Speeding up keeps every frame (2x of 25 fps plays at 50 fps) up to this rate.
@@ -86,7 +87,8 @@ def speed(options: SpeedOptions, source: Source, workdir: Path) -> Plan:
         args += ["-filter:a", ",".join(af), *encode_audio(container.default_audio or "aac")]
     output = write(workdir, source, "speed", container)
     args += [*new_timeline(container), *output_args(output, container)]
-    return Plan(tuple(args), (output,), duration / factor)
+    promise = same_streams(info, f"speed {num(factor)} of {seconds(duration)}", duration / factor)
+    return Plan(tuple(args), (output,), duration / factor, promise=promise)
 
 
 def trim(options: TrimOptions, source: Source, workdir: Path) -> Plan:
@@ -122,4 +124,5 @@ def trim(options: TrimOptions, source: Source, workdir: Path) -> Plan:
     output = write(workdir, source, "trim", container)
     args += ["-t", num(length), *new_timeline(container), *output_args(output, container)]
     stage = seek_stage(source) if start else "processing"
-    return Plan(tuple(args), (output,), length, stage)
+    why = f"trim {num(start)}-{num(start + length)} s of {seconds(duration)}"
+    return Plan(tuple(args), (output,), length, stage, promise=same_streams(info, why, length))

@@ -17,6 +17,7 @@ from ffserve.ffmpeg.ops.common import (
     seek_stage,
     write,
 )
+from ffserve.ffmpeg.promise import Promise, seconds
 from ffserve.wire.options import GifOptions, ThumbnailOptions
 
 IMAGE_CONTAINERS = {
@@ -92,7 +93,8 @@ def thumbnail(options: ThumbnailOptions, source: Source, workdir: Path) -> Plan:
             *output_args(output, container),
         ]
     stage = seek_stage(source) if any(seeks) else "processing"
-    return Plan(tuple(args), tuple(outputs), None, stage, frame_size=(w, h))
+    promise = Promise(f"thumbnail of {w}x{h}", video=True, size=(w, h))
+    return Plan(tuple(args), tuple(outputs), None, stage, frame_size=(w, h), promise=promise)
 
 
 def gif(options: GifOptions, source: Source, workdir: Path) -> Plan:
@@ -133,5 +135,13 @@ def gif(options: GifOptions, source: Source, workdir: Path) -> Plan:
         args += ["-map", f"0:{video.index}", "-filter:v", base]
     output = write(workdir, source, "anim", GIF)
     args += ["-loop", "0", *output_args(output, GIF)]
+    promise = Promise(
+        f"gif of {seconds(length)} at {options.fps} fps",
+        length,
+        # GIF frame delays count in 1/100 s; the last frame lasts a whole 1/fps.
+        2 / options.fps + 0.02,
+        video=True,
+        size=(width, height),
+    )
     stage = seek_stage(source) if options.start_time else "processing"
-    return Plan(tuple(args), (output,), length, stage, frame_size=(width, height))
+    return Plan(tuple(args), (output,), length, stage, frame_size=(width, height), promise=promise)

@@ -26,6 +26,7 @@ from ffserve.ffmpeg.ops.common import (
     require_video,
     write,
 )
+from ffserve.ffmpeg.promise import Promise, same_streams, seconds
 from ffserve.media.streams import Stream
 from ffserve.wire.options import BurnSubtitleOptions, SubtitleOptions
 
@@ -72,7 +73,8 @@ def extract_subtitles(options: SubtitleOptions, source: Source, workdir: Path) -
         codec,
         *output_args(output, container),
     ]
-    return Plan(tuple(args), (output,), None)
+    # A subtitle file: no duration or picture to hold it to.
+    return Plan(tuple(args), (output,), None, promise=Promise("extract_subtitles"))
 
 
 def burn_subtitles(options: BurnSubtitleOptions, sources: list[Source], workdir: Path) -> Plan:
@@ -122,4 +124,5 @@ def burn_subtitles(options: BurnSubtitleOptions, sources: list[Source], workdir:
             args += encode_audio(container.default_audio or "aac")
     output = write(workdir, video_source, "subtitled", container)
     args += ["-sn", "-dn", *output_args(output, container)]
-    return Plan(tuple(args), (output,), duration, before=(prepare,))
+    promise = same_streams(info, f"burn_subtitles into {seconds(duration)}", duration)
+    return Plan(tuple(args), (output,), duration, before=(prepare,), promise=promise)

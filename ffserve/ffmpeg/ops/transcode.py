@@ -27,6 +27,7 @@ from ffserve.ffmpeg.ops.common import (
     require_video,
     write,
 )
+from ffserve.ffmpeg.promise import Promise, same_streams, seconds
 from ffserve.wire.options import (
     CompressOptions,
     ConvertOptions,
@@ -66,7 +67,9 @@ def compress(options: CompressOptions, source: Source, workdir: Path) -> Plan:
         args = [*read(source), "-map", f"0:{info.audio.index}" if info.audio else "0:a"]
         args += encode_audio(container.default_audio or "aac", audio_kbps)
         output = write(workdir, source, "compressed", container)
-        return Plan(tuple([*args, "-vn", *output_args(output, container)]), (output,), duration)
+        args += ["-vn", *output_args(output, container)]
+        promise = same_streams(info, f"compress of {seconds(duration)}", duration)
+        return Plan(tuple(args), (output,), duration, promise=promise)
 
     container = CONTAINERS[options.target_format or "mp4"]
     size = require_video(source, "compress")
@@ -100,7 +103,8 @@ def compress(options: CompressOptions, source: Source, workdir: Path) -> Plan:
         args += encode_audio(container.default_audio or "aac", audio_kbps)
     output = write(workdir, source, "compressed", container)
     args += ["-sn", "-dn", *output_args(output, container)]
-    return Plan(tuple(args), (output,), duration)
+    promise = same_streams(info, f"compress of {seconds(duration)}", duration)
+    return Plan(tuple(args), (output,), duration, promise=promise)
 
 
 def _rate_control(options: CompressOptions, crf: int, *, vp9: bool) -> list[str]:
@@ -120,7 +124,14 @@ def extract_audio(options: ExtractAudioOptions, source: Source, workdir: Path) -
     if options.sample_rate is not None:
         args += ["-ar", str(options.sample_rate)]
     output = write(workdir, source, "audio", container)
-    return Plan(tuple([*args, *output_args(output, container)]), (output,), source.info.duration)
+    # No duration promised: the input's may be its video's, longer than its audio.
+    promise = Promise(f"extract_audio to {container.ext}", video=False, audio=True)
+    return Plan(
+        tuple([*args, *output_args(output, container)]),
+        (output,),
+        source.info.duration,
+        promise=promise,
+    )
 
 
 def remove_audio(options: RemoveAudioOptions, source: Source, workdir: Path) -> Plan:
@@ -138,7 +149,10 @@ def remove_audio(options: RemoveAudioOptions, source: Source, workdir: Path) -> 
         args += reencode_video(size)
         stage = "processing (re-encoding video)"
     output = write(workdir, source, "noaudio", container)
-    return Plan(tuple([*args, *output_args(output, container)]), (output,), duration, stage)
+    # No duration promised: the input's may be its audio's, longer than its video.
+    promise = Promise("remove_audio", video=True, audio=False)
+    args += output_args(output, container)
+    return Plan(tuple(args), (output,), duration, stage, promise=promise)
 
 
 def _copy_container(source: Source) -> Container | None:
@@ -201,6 +215,11 @@ def convert(options: ConvertOptions, source: Source, workdir: Path) -> Plan:
     output = write(workdir, source, "converted", container)
     args += ["-sn", "-dn", *output_args(output, container)]
     stage = f"processing (re-encoding: {'; '.join(notes)})" if notes else "processing"
+    why = f"convert to {container.ext} of {seconds(duration)}"
+    if audio_only:  # the input's duration may be its video's, longer than its audio
+        promise = Promise(why, video=False, audio=True)
+    else:
+        promise = same_streams(info, why, duration)
     copying = "copy" in args
     if copying and info.demuxer in UNTIMED_DEMUXERS:
         # Generated timestamps fail only where a packet has no decoding time either.
@@ -213,8 +232,9 @@ def convert(options: ConvertOptions, source: Source, workdir: Path) -> Plan:
             stage,
             fallback=reencode,
             fallback_on=UNKNOWN_TIMESTAMP,
+            promise=promise,
         )
-    return Plan(tuple(args), (output,), duration, stage)
+    return Plan(tuple(args), (output,), duration, stage, promise=promise)
 
 
 def _codec_name(codec: str) -> str:
