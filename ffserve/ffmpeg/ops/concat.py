@@ -14,6 +14,7 @@ from pathlib import Path
 from ffserve.errors import ErrorCode, JobError
 from ffserve.ffmpeg.ops.common import (
     CONTAINERS,
+    Container,
     Plan,
     Source,
     encode_audio,
@@ -101,16 +102,10 @@ def _copy_plan(sources: list[Source], workdir: Path, total: float) -> Plan:
     text = "ffconcat version 1.0\n" + "".join(f"file '{s.path.name}'\n" for s in sources)
     first = sources[0].info
     name = COPYABLE_DEMUXERS[first.demuxer]
-    video = first.video
-    audio = first.audio
-    webm = CONTAINERS["webm"]
-    if (
-        name == "mkv"
-        and video is not None
-        and video.codec in webm.video_codecs
-        and (audio is None or audio.codec in webm.audio_codecs)
-    ):
+    if name == "mkv" and _holds(CONTAINERS["webm"], first):
         name = "webm"
+    if name == "mp4" and not _holds(CONTAINERS["mp4"], first):
+        name = "mov"  # PCM audio from a MOV, which MP4 cannot hold
     container = CONTAINERS[name]
     output = write(workdir, sources[0], "joined", container)
     args = [
@@ -138,6 +133,13 @@ def _copy_plan(sources: list[Source], workdir: Path, total: float) -> Plan:
         "processing (stream copy)",
         files=((listing, text),),
         promise=promise,
+    )
+
+
+def _holds(container: Container, info: MediaInfo) -> bool:
+    video, audio = info.video, info.audio
+    return (video is None or video.codec in container.video_codecs) and (
+        audio is None or audio.codec in container.audio_codecs
     )
 
 
