@@ -60,3 +60,7 @@ haproxy:
     echo "HAProxy not found: installing it with apt-get" >&2
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq haproxy
+
+# Every operation on every file of the generated odd corpus (the default run takes a subset).
+test-odd-corpus *ARGS:
+    FFSERVE_FULL_ODD_CORPUS=1 python -m pytest tests/e2e/test_odd_corpus.py {{ARGS}}
