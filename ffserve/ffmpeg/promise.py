@@ -73,7 +73,8 @@ def broken_promise(promise: Promise, output: MediaInfo) -> str | None:
         if wanted is True and stream is None:
             return f"output has no {kind} stream, expected one ({promise.why})"
         if wanted is False and stream is not None:
-            return f"output has a {kind} stream, expected none ({promise.why})"
+            article = "an" if kind == "audio" else "a"
+            return f"output has {article} {kind} stream, expected none ({promise.why})"
     if promise.size is not None:
         video = output.video
         size = video.display_size if video else None
