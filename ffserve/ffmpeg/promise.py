@@ -108,3 +108,9 @@ def same_streams(info: MediaInfo, why: str, duration: float | None) -> Promise:
         audio=info.audio is not None,
         at_most=any(s.kind in UNTIMED_KINDS for s in info.streams),
     )
+
+
+def one_kind(info: MediaInfo, why: str, duration: float | None, *, video: bool) -> Promise:
+    """An output of the input's video alone or its audio alone: no longer than the input,
+    and perhaps shorter, since the input's duration may be the other kind's."""
+    return Promise(why, duration, slack_of(info), video=video, audio=not video, at_most=True)

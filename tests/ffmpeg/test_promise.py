@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from ffserve.ffmpeg.promise import Promise, broken_promise, same_streams, seconds, slack_of
+from ffserve.ffmpeg.promise import (
+    Promise,
+    broken_promise,
+    one_kind,
+    same_streams,
+    seconds,
+    slack_of,
+)
 from ffserve.media.streams import MediaInfo, Stream
 
 VIDEO = Stream(0, "video", "h264", width=320, height=240, fps=25.0)
@@ -129,3 +136,13 @@ def test_same_streams_keeps_the_inputs_kinds_and_bounds_durations_from_subtitles
 )
 def test_seconds_read_as_a_person_writes_them(value: float, text: str) -> None:
     assert seconds(value) == text
+
+
+def test_one_kind_may_be_shorter_than_the_input_but_never_longer() -> None:
+    # extract_audio of a 6 s video whose audio lasts 5 s is right; 12 s of audio is not.
+    promise = one_kind(media(6.0, VIDEO, AUDIO), "extract_audio to mp3 of 6.0 s", 6.0, video=False)
+    assert (promise.video, promise.audio) == (False, True)
+    assert broken_promise(promise, media(5.0, AUDIO)) is None
+    assert broken_promise(promise, media(12.0, AUDIO)) == (
+        "output duration 12.0 s, expected at most 6.0 s (extract_audio to mp3 of 6.0 s)"
+    )

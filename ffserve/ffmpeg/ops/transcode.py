@@ -27,7 +27,7 @@ from ffserve.ffmpeg.ops.common import (
     require_video,
     write,
 )
-from ffserve.ffmpeg.promise import Promise, same_streams, seconds
+from ffserve.ffmpeg.promise import one_kind, same_streams, seconds
 from ffserve.wire.options import (
     CompressOptions,
     ConvertOptions,
@@ -124,12 +124,13 @@ def extract_audio(options: ExtractAudioOptions, source: Source, workdir: Path) -
     if options.sample_rate is not None:
         args += ["-ar", str(options.sample_rate)]
     output = write(workdir, source, "audio", container)
-    # No duration promised: the input's may be its video's, longer than its audio.
-    promise = Promise(f"extract_audio to {container.ext}", video=False, audio=True)
+    duration = source.info.duration
+    why = f"extract_audio to {container.ext}" + (f" of {seconds(duration)}" if duration else "")
+    promise = one_kind(source.info, why, duration, video=False)
     return Plan(
         tuple([*args, *output_args(output, container)]),
         (output,),
-        source.info.duration,
+        duration,
         promise=promise,
     )
 
@@ -149,8 +150,7 @@ def remove_audio(options: RemoveAudioOptions, source: Source, workdir: Path) -> 
         args += reencode_video(size)
         stage = "processing (re-encoding video)"
     output = write(workdir, source, "noaudio", container)
-    # No duration promised: the input's may be its audio's, longer than its video.
-    promise = Promise("remove_audio", video=True, audio=False)
+    promise = one_kind(source.info, f"remove_audio of {seconds(duration)}", duration, video=True)
     args += output_args(output, container)
     return Plan(tuple(args), (output,), duration, stage, promise=promise)
 
@@ -216,8 +216,8 @@ def convert(options: ConvertOptions, source: Source, workdir: Path) -> Plan:
     args += ["-sn", "-dn", *output_args(output, container)]
     stage = f"processing (re-encoding: {'; '.join(notes)})" if notes else "processing"
     why = f"convert to {container.ext} of {seconds(duration)}"
-    if audio_only:  # the input's duration may be its video's, longer than its audio
-        promise = Promise(why, video=False, audio=True)
+    if audio_only:
+        promise = one_kind(info, why, duration, video=False)
     else:
         promise = same_streams(info, why, duration)
     copying = "copy" in args
