@@ -113,6 +113,23 @@ RECIPES = (
         ("-attach", "{font}", "-metadata:s:t", "mimetype=application/x-truetype-font"),
     ),
     _r(
+        "mka_cover_attachment.mkv",
+        "audio in Matroska with a JPEG attachment (shown as a cover-art video stream)",
+        TONE,
+        AAC,
+        ("-attach", "{source}", "-metadata:s:t", "mimetype=image/jpeg"),
+        source="red_160x120.jpg",
+    ),
+    _r(
+        "h264_aac_timecode.mov",
+        "a timecode track (a data stream, as cameras write)",
+        VIDEO,
+        TONE,
+        H264,
+        AAC,
+        ("-timecode", "01:00:00:00"),
+    ),
+    _r(
         "mkv_starts_at_5s.mkv",
         "first packet at 5 s (-output_ts_offset 5)",
         VIDEO,
@@ -223,6 +240,7 @@ RECIPES = (
         AAC,
     ),
     _r("h264_one_frame.mp4", "a single video frame (0.04 s)", VIDEO, H264, ("-frames:v", "1")),
+    _r("red_160x120.jpg", "a still picture", PICTURE, ("-frames:v", "1"), muxer="image2"),
 )
 BY_NAME = {r.name: r for r in RECIPES}
 

@@ -33,6 +33,8 @@ DEFAULT = frozenset(
         "mkv_cues_removed.mkv",
         "mpeg2_mp2_program.vob",
         "mkv_font_attachment.mkv",
+        "mka_cover_attachment.mkv",
+        "h264_aac_timecode.mov",
         "mkv_starts_at_5s.mkv",
         "mkv_negative_ts.mkv",
         "mp4_edit_list.mp4",
