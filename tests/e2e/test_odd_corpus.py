@@ -48,13 +48,16 @@ FULL = os.environ.get("FFSERVE_FULL_ODD_CORPUS") == "1"
 # Pairs that fail today. Item 1 of issue 13 (on another branch) fixes the first kind;
 # the others are bugs this corpus found, each named by what is wrong.
 PROGRAM_STREAM = "issue 13 item 1: MPEG program stream without timestamps (stream copy)"
+# One root for the next two: the service takes an input's duration from its container,
+# which for Matroska is the last timestamp counted from 0, not the span FFmpeg outputs
+# (from the first packet, shifted to 0).
 START_OFFSET = (
-    "found by issue 13 item 3: the input's duration is its container's, counted from 0, "
-    "but its content starts at 5 s and lasts 2 s"
+    "found by issue 13 item 3: the input's duration is read as 7 s (its container's, "
+    "counted from 0), but its content starts at 5 s and lasts 2 s"
 )
 NEGATIVE_TS = (
-    "found by issue 13 item 3: the input's duration is its container's (1 s), but FFmpeg "
-    "keeps the packets before 0 and the outputs last 2 s"
+    "found by issue 13 item 3: the input's duration is read as 1 s (its container's, "
+    "counted from 0), but its content starts at -1 s and FFmpeg outputs all 2 s"
 )
 COPY_EDIT_LIST = (
     "found by issue 13 item 3: a stream copy or concat copy of an MP4 drops its edit list, "
