@@ -21,7 +21,7 @@ from tests import oddmedia
 from tests.e2e.corpus_cases import CASES, approx, facts, same_kinds
 from tests.helpers import connect, duration, probe, run_uploads
 
-pytestmark = pytest.mark.corpus
+pytestmark = pytest.mark.odd_corpus
 
 NAMES = [r.name for r in oddmedia.RECIPES]
 # The default run: the files of issue 13's three classes and of the bugs this corpus found,
