@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -83,13 +84,37 @@ def facts(path: Path) -> Facts:
     video = next(iter(streams(info, "video")), None)
     audio = next(iter(streams(info, "audio")), None)
     raw = info["format"].get("duration")
+    image = info["format"]["format_name"].endswith("_pipe")
+    stated = float(raw) if raw not in (None, "N/A") else None
     return Facts(
         path=path,
-        duration=float(raw) if raw not in (None, "N/A") else None,
+        duration=stated if stated is not None or image else packets_span(path),
         video=video,
         audio=audio,
-        image=info["format"]["format_name"].endswith("_pipe"),
+        image=image,
     )
+
+
+def packets_span(path: Path) -> float | None:
+    """How long a file that states no duration lasts (Matroska muxed to a pipe), from
+    its packets: from the first one's start to the last one's end."""
+    out = subprocess.run(
+        [
+            *("ffprobe", "-v", "error", "-show_entries", "packet=pts_time,duration_time"),
+            *("-of", "csv=p=0", str(path)),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    spans = [
+        (float(pts), float(pts) + float(length or 0))
+        for pts, _, length in (line.partition(",") for line in out.split())
+        if pts not in ("", "N/A")
+    ]
+    if not spans:
+        return None
+    return max(end for _, end in spans) - min(start for start, _ in spans)
 
 
 @attrs.frozen

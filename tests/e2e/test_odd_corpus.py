@@ -49,7 +49,6 @@ FULL = os.environ.get("FFSERVE_FULL_ODD_CORPUS") == "1"
 
 # Pairs that fail today. Item 1 of issue 13 (on another branch) fixes the first kind;
 # the others are bugs this corpus found, each named by what is wrong.
-PROGRAM_STREAM = "issue 13 item 1: MPEG program stream without timestamps (stream copy)"
 # One root for the next two: the service takes an input's duration from its container,
 # which for Matroska is the last timestamp counted from 0, not the span FFmpeg outputs
 # (from the first packet, shifted to 0).
@@ -64,10 +63,6 @@ NEGATIVE_TS = (
 COPY_EDIT_LIST = (
     "found by issue 13 item 3: a stream copy or concat copy of an MP4 drops its edit list, "
     "so the output shows what the edit list hid"
-)
-NO_DURATION = (
-    "found by issue 13 item 3: Matroska muxed to a pipe has no duration; the service "
-    "refuses it or the check has nothing to compare with"
 )
 SHORTER_THAN_GIF_FRAME = (
     "found by issue 13 item 3: a clip shorter than one GIF frame gives no GIF (fps filter)"
@@ -84,18 +79,12 @@ EVERY_TIMED_CASE = (
     "concat",
 )
 XFAIL = {
-    ("convert_mkv_copy", "mpeg2_mp2_program.vob"): PROGRAM_STREAM,
-    ("convert_mkv_copy", "mpeg2_mp2_svcd.mpg"): PROGRAM_STREAM,
     **{(case, "mkv_starts_at_5s.mkv"): START_OFFSET for case in (*EVERY_TIMED_CASE, "thumbnail")},
     **{(case, "mkv_negative_ts.mkv"): NEGATIVE_TS for case in EVERY_TIMED_CASE},
     ("convert_mkv_copy", "mp4_negative_ts.mp4"): COPY_EDIT_LIST,
     ("concat", "mp4_negative_ts.mp4"): COPY_EDIT_LIST,
     ("convert_mkv_copy", "mp4_edit_list.mp4"): COPY_EDIT_LIST,
     ("concat", "mp4_edit_list.mp4"): COPY_EDIT_LIST,
-    **{
-        (case, "mkv_no_cues.mkv"): NO_DURATION
-        for case in ("extract_audio", "remove_audio", "gif", "filter_scale", "filter_volume")
-    },
     ("gif", "h264_one_frame.mp4"): SHORTER_THAN_GIF_FRAME,
 }
 
