@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from ffserve.config import Config
-from ffserve.service.server import CLOSE_GRACE_S, STOP_GRACE_S
+from ffserve.service.server import CLOSE_GRACE_S, stop_grace
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
@@ -58,8 +58,9 @@ def test_only_haproxy_is_published_and_the_instances_trust_only_it() -> None:
 
 def test_stopping_leaves_time_for_the_drain() -> None:
     services = compose()["services"]
-    drain = Config.load(DEPLOY.parent / "config.toml").server.drain_timeout_s
-    longest = drain + STOP_GRACE_S + CLOSE_GRACE_S
+    config = Config.load(DEPLOY.parent / "config.toml")
+    drain = config.server.drain_timeout_s
+    longest = drain + stop_grace(config) + CLOSE_GRACE_S
     assert services["ffserve"]["stop_signal"] == "SIGTERM"
     assert seconds(services["ffserve"]["stop_grace_period"]) > longest
     assert services["haproxy"]["stop_signal"] == "SIGUSR1"  # soft stop: tunnels end

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from ffserve.config import Config
-from ffserve.service.server import CLOSE_GRACE_S, STOP_GRACE_S
+from ffserve.service.server import CLOSE_GRACE_S, stop_grace
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = sorted((REPO / "deploy" / "kubernetes").glob("*.yaml"))
@@ -60,8 +60,9 @@ def test_the_grace_period_outlasts_prestop_and_the_drain() -> None:
     (container,) = spec["containers"]
     command = container["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep"
-    drain = Config.load(REPO / "config.toml").server.drain_timeout_s
-    longest = float(command[1]) + drain + STOP_GRACE_S + CLOSE_GRACE_S
+    config = Config.load(REPO / "config.toml")
+    drain = config.server.drain_timeout_s
+    longest = float(command[1]) + drain + stop_grace(config) + CLOSE_GRACE_S
     assert spec["terminationGracePeriodSeconds"] > longest
 
 
