@@ -3,14 +3,13 @@
 Cancellation: when the caller's scope is cancelled the child gets SIGTERM, then SIGKILL
 after `grace` seconds (a sandboxed FFmpeg dies with the bwrap it runs under, SIGKILLed by
 `--die-with-parent`, or by the server once bwrap has exited: `Child.sandbox_exited`);
-`trio.run_process` waits for it to exit before returning, so no child outlives the job
-that started it.
+`launch.run` waits for it to exit before returning, so no child outlives the job that
+started it.
 """
 
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
@@ -19,9 +18,11 @@ from pathlib import Path
 import trio
 
 from ffserve.errors import ErrorCode, JobError
+from ffserve.ffmpeg import launch
+from ffserve.ffmpeg.launch import Launched
 from ffserve.ffmpeg.progress import ProgressParser
 from ffserve.ffmpeg.sandbox import Confinement
-from ffserve.ffmpeg.spawn import Child, SandboxFailed, spawn, terminate
+from ffserve.ffmpeg.spawn import Child, SandboxFailed, spawn
 from ffserve.ffmpeg.warm import Warm, exec_in
 
 STDERR_TAIL_BYTES = 8192
@@ -68,26 +69,17 @@ async def _running(
     and, when sandboxed, every process of its sandbox has exited too: bwrap can exit a
     moment before the FFmpeg under it, which the kernel kills when bwrap dies."""
     child = None
+    started: list[Launched] = []
     try:
         async with trio.open_nursery() as nursery:
 
-            async def start(command: list[str], pass_fds: Sequence[int]) -> trio.Process:
-                run = partial(
-                    trio.run_process,
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    check=False,
-                    deliver_cancel=partial(terminate, grace),
-                    pass_fds=pass_fds,
-                    cwd=str(workdir),
-                    start_new_session=True,
-                )
-                # Shielded (it takes as long as Popen): cancelled meanwhile, `nursery.start`
-                # would keep bwrap, reap it and raise, and nothing would stop what it holds.
+            async def start(command: list[str], pass_fds: Sequence[int]) -> Launched:
+                run = partial(launch.run, command, pass_fds=pass_fds, cwd=workdir, grace=grace)
+                # Shielded: cancelled meanwhile, `nursery.start` would keep bwrap, reap it
+                # and raise, and nothing would stop what it holds.
                 with trio.CancelScope(shield=True):
-                    process: trio.Process = await nursery.start(run)
+                    process: Launched = await nursery.start(run)
+                started.append(process)
                 return process
 
             child = await spawn(
@@ -95,6 +87,8 @@ async def _running(
             )
             yield nursery, child
     finally:
+        for process in started:  # its readers are done: they ran in the nursery
+            process.close()
         if child is not None:
             await child.sandbox_exited(grace)
 

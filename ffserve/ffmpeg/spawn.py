@@ -3,8 +3,8 @@
 With a sandbox the child is bwrap, which reports its own child's pid on `--info-fd` and
 holds it before exec until a byte arrives on `--block-fd`: the server sets its rlimits
 (prlimit(2)) in between. Without one, the rlimits are set just after the start.
-Where the process goes (a nursery's `run_process`, or a warm sandbox's owner) is the
-caller's `Start`; so is its reaping.
+Where the process goes (a nursery's `launch.run`, or a warm sandbox's owner) is the
+caller's `Start`; so is waiting for it.
 
 bwrap lets its child go on end-of-file on `--block-fd` as on a byte, and that child has
 no death signal before it goes (`--die-with-parent` is set after): killing bwrap leaves
@@ -26,6 +26,7 @@ import attrs
 import trio
 
 from ffserve.errors import ErrorCode, JobError
+from ffserve.ffmpeg.launch import Launched
 from ffserve.ffmpeg.sandbox import ChildLimits, Confinement, Sandbox, SandboxPipes, child_pid
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ BWRAP_SAYS = b"bwrap: "
 SANDBOX_EXIT_S = 2.0  # for the kernel to finish a sandbox whose bwrap has exited
 # Starts `command` with these fds passed, stdout and stderr piped, as the leader of a new
 # session (`start_new_session`: its process group is `Held.stop`'s); returns the process.
-Start = Callable[[list[str], Sequence[int]], Awaitable[trio.Process]]
+Start = Callable[[list[str], Sequence[int]], Awaitable[Launched]]
 
 
 def longest_stop(grace: float) -> float:
@@ -42,15 +43,6 @@ def longest_stop(grace: float) -> float:
     waits for its sandbox to be gone (`Child.sandbox_exited`) and, in a warm sandbox,
     its shell's (`ffserve.ffmpeg.warm`), each `grace` + SANDBOX_EXIT_S at most."""
     return 3 * grace + 2 * SANDBOX_EXIT_S
-
-
-async def terminate(grace: float, process: trio.Process) -> None:
-    """SIGTERM, `grace` seconds to exit, then SIGKILL."""
-    process.terminate()
-    with trio.move_on_after(grace):
-        await process.wait()
-        return
-    process.kill()
 
 
 async def spawn(
@@ -102,7 +94,7 @@ class Held:
     """bwrap with a child it holds before exec (`--block-fd`): the sandbox is built, or
     being built, and nothing of the tool has run yet. Released once, or stopped."""
 
-    process: trio.Process
+    process: Launched
     pipes: SandboxPipes
 
     async def release(self, limits: ChildLimits) -> Child:
@@ -179,7 +171,7 @@ class Child:
     gone once every process of the sandbox has exited. `sandbox_failed`: bwrap gave up
     before reporting the child."""
 
-    process: trio.Process
+    process: Launched
     sandboxed: bool = False
     pidfd: int | None = None
     sandbox_failed: bool = False

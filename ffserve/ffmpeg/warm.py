@@ -19,7 +19,6 @@ in an ExceptionGroup): the warm process is opened here and reaped here, on leavi
 from __future__ import annotations
 
 import shlex
-import subprocess
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,8 +26,9 @@ from pathlib import Path
 import attrs
 import trio
 
+from ffserve.ffmpeg.launch import Launched, launch, terminate
 from ffserve.ffmpeg.sandbox import ChildLimits, Confinement
-from ffserve.ffmpeg.spawn import SANDBOX_EXIT_S, Child, Held, hold, terminate
+from ffserve.ffmpeg.spawn import SANDBOX_EXIT_S, Child, Held, hold
 
 
 @attrs.define(eq=False)
@@ -78,16 +78,8 @@ async def open_warm(
     sandbox = confinement.sandbox
     assert sandbox is not None
 
-    async def start(command: list[str], pass_fds: Sequence[int]) -> trio.Process:
-        return await trio.lowlevel.open_process(
-            command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            pass_fds=pass_fds,
-            cwd=str(workdir),
-            start_new_session=True,
-        )
+    async def start(command: list[str], pass_fds: Sequence[int]) -> Launched:
+        return await launch(command, stdin=True, pass_fds=pass_fds, cwd=workdir)
 
     held = await hold(start, [shell, "-s"], sandbox=sandbox, workdir=workdir, writable=True)
     warm = Warm(held, confinement.limits, grace)
@@ -105,9 +97,7 @@ async def open_warm(
             if process.poll() is None:
                 await terminate(grace, process)
             await process.wait()
-            for stream in (process.stdout, process.stderr):
-                if stream is not None:
-                    await stream.aclose()
+        process.close()
         if warm.child is not None:
             await warm.child.sandbox_exited(grace)
 

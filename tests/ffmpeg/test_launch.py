@@ -1,0 +1,89 @@
+"""A sandboxed child lives as long as it runs, however long, on an idle server (issue 10).
+
+bwrap runs with `--die-with-parent`, whose "parent" is the thread that forked it. Forked
+on a thread of trio's cache, which exits after 10 s idle, every sandboxed FFmpeg lasting
+longer than that was SIGKILLed. Here the tool waits, without CPU and without forking (the
+sandbox's seccomp filter refuses), on a FIFO in its dir that the test opens only after
+LASTS_S, with no other thread in use meanwhile; then it writes down what it read.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+
+from ffserve.ffmpeg.launch import launch
+from ffserve.ffmpeg.process import run_ffmpeg
+from ffserve.ffmpeg.progress import ProgressParser
+from ffserve.ffmpeg.warm import Warm, open_warm
+from tests.ffmpeg.test_sandbox import confinement
+from tests.helpers import wait_no_children
+
+SH = "/usr/bin/sh"
+LASTS_S = 13  # past the 10 s after which an idle thread of trio's cache exits
+# Opening the FIFO to read blocks until the test opens it to write.
+TOOL = [SH, "-c", 'read line < gate; echo "$line" > lasted.txt']
+
+
+def open_gate(gate: Path) -> None:
+    """Let the tool go: fails (ENXIO) if nothing has the FIFO open to read, i.e. the tool
+    is gone. Non-blocking, so that no thread is used."""
+    fd = os.open(gate, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        os.write(fd, b"lasted\n")
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(
+    shutil.which("bwrap") is None or not Path(SH).exists(),
+    reason="needs bubblewrap and /usr/bin/sh (.ci/run installs both)",
+)
+@pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
+async def test_a_sandboxed_run_outlives_an_idle_thread(tmp_path: Path, warm: bool) -> None:
+    how = confinement(tmp_path)
+    assert how.sandbox is not None and how.sandbox.shell is not None
+    workdir = tmp_path / "job"
+    workdir.mkdir()
+    gate = workdir / "gate"
+    os.mkfifo(gate)
+
+    async def lasts(warmed: Warm | None) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                partial(
+                    run_ffmpeg,
+                    TOOL,
+                    confinement=how,
+                    workdir=workdir,
+                    parser=ProgressParser(None),
+                    on_progress=lambda _: None,
+                    grace=1,
+                    warm=warmed,
+                )
+            )
+            await trio.sleep(LASTS_S)
+            open_gate(gate)
+
+    with trio.fail_after(LASTS_S + 20):
+        if warm:
+            async with open_warm(how, workdir, shell=how.sandbox.shell, grace=1) as warmed:
+                await warmed.arm()
+                await lasts(warmed)
+                assert warmed.taken
+        else:
+            await lasts(None)
+    assert (workdir / "lasted.txt").read_text() == "lasted\n"
+    assert await wait_no_children() == []
+
+
+async def test_a_child_that_cannot_start_raises_and_leaves_no_fd(tmp_path: Path) -> None:
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(FileNotFoundError):
+        await launch([str(tmp_path / "missing")], stdin=True, pass_fds=(), cwd=tmp_path)
+    assert set(os.listdir("/proc/self/fd")) == before
