@@ -5,12 +5,18 @@ on a thread of trio's cache, which exits after 10 s idle, every sandboxed FFmpeg
 longer than that was SIGKILLed. Here the tool waits, without CPU and without forking (the
 sandbox's seccomp filter refuses), on a FIFO in its dir that the test opens only after
 LASTS_S, with no other thread in use meanwhile; then it writes down what it read.
+
+The death signal must still do its job: a server killed outright takes its sandboxes
+with it.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -22,6 +28,7 @@ from ffserve.ffmpeg.process import run_ffmpeg
 from ffserve.ffmpeg.progress import ProgressParser
 from ffserve.ffmpeg.warm import Warm, open_warm
 from tests.ffmpeg.test_sandbox import confinement
+from tests.ffmpeg.test_spawn import leftovers, processes_with
 from tests.helpers import wait_no_children
 
 SH = "/usr/bin/sh"
@@ -40,10 +47,13 @@ def open_gate(gate: Path) -> None:
         os.close(fd)
 
 
-@pytest.mark.skipif(
+needs_bwrap = pytest.mark.skipif(
     shutil.which("bwrap") is None or not Path(SH).exists(),
     reason="needs bubblewrap and /usr/bin/sh (.ci/run installs both)",
 )
+
+
+@needs_bwrap
 @pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
 async def test_a_sandboxed_run_outlives_an_idle_thread(tmp_path: Path, warm: bool) -> None:
     how = confinement(tmp_path)
@@ -87,3 +97,67 @@ async def test_a_child_that_cannot_start_raises_and_leaves_no_fd(tmp_path: Path)
     with pytest.raises(FileNotFoundError):
         await launch([str(tmp_path / "missing")], stdin=True, pass_fds=(), cwd=tmp_path)
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+# A server in miniature: one cold and one warm sandboxed run of a tool that waits forever.
+SERVER = """
+import os, sys, trio
+from pathlib import Path
+from ffserve.ffmpeg.process import run_ffmpeg
+from ffserve.ffmpeg.progress import ProgressParser
+from ffserve.ffmpeg.warm import open_warm
+from tests.ffmpeg.test_sandbox import confinement
+
+root, tool = Path(sys.argv[1]), sys.argv[2:]
+how = confinement(root)
+
+def job_dir(name):
+    path = root / name
+    path.mkdir()
+    os.mkfifo(path / "gate")
+    return path
+
+async def run(workdir, warm):
+    await run_ffmpeg(tool, confinement=how, workdir=workdir, parser=ProgressParser(None),
+                     on_progress=lambda _: None, grace=1, warm=warm)
+
+async def main():
+    cold, warm_dir = job_dir("cold"), job_dir("warm")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, cold, None)
+        async with open_warm(how, warm_dir, shell=how.sandbox.shell, grace=1) as warm:
+            await warm.arm()
+            await run(warm_dir, warm)
+
+trio.run(main)
+"""
+
+
+@needs_bwrap
+async def test_a_killed_server_takes_its_sandboxes_along(tmp_path: Path) -> None:
+    marker = f"sleeps-for-{tmp_path}"
+    tool = [SH, "-c", f"read line < gate # {marker}"]  # nothing writes: it waits for ever
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    server = await trio.lowlevel.open_process(
+        [sys.executable, "-c", SERVER, str(tmp_path), *tool], env=env, stdin=subprocess.DEVNULL
+    )
+    try:
+        with trio.fail_after(20):
+            while len(tools(marker)) < 2:  # noqa: ASYNC110 (no event for "it started")
+                await trio.sleep(0.05)
+        server.send_signal(signal.SIGKILL)
+        await server.wait()
+    finally:
+        server.kill()
+        await server.wait()
+    assert await leftovers(marker) == []
+
+
+def tools(marker: str) -> list[int]:
+    """The sandboxed tools themselves (not the bwrap around each)."""
+    found = []
+    for pid in processes_with(marker):
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            if cmdline.read().startswith(SH.encode()):
+                found.append(pid)
+    return found
