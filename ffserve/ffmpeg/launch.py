@@ -36,12 +36,12 @@ class Launched:
     stdin: FdStream | None
     stdout: FdStream
     stderr: FdStream
-    pid: int = 0
-    returncode: int | None = None
-    _pidfd: int = -1  # open from the start until reaped
-    _error: BaseException | None = None  # why it did not start
-    _started: trio.Event = attrs.field(factory=trio.Event)
-    _exited: trio.Event = attrs.field(factory=trio.Event)
+    pid: int = attrs.field(default=0, init=False)
+    returncode: int | None = attrs.field(default=None, init=False)
+    _pidfd: int = attrs.field(default=-1, init=False)  # open from the start until reaped
+    _error: BaseException | None = attrs.field(default=None, init=False)  # it did not start
+    _started: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _exited: trio.Event = attrs.field(factory=trio.Event, init=False)
 
     def poll(self) -> int | None:
         return self.returncode
@@ -123,11 +123,14 @@ async def launch(
         )
 
     token = trio.lowlevel.current_trio_token()
-    trio.lowlevel.start_thread_soon(
-        partial(_fork_then_wait, fork, token, process),
-        _unwrap,
-        name=f"ffserve: child {Path(command[0]).name}",
-    )
+    try:
+        trio.lowlevel.start_thread_soon(
+            partial(_fork_then_wait, fork, token, process),
+            _unwrap,
+            name=f"child {Path(command[0]).name}",
+        )
+    except BaseException as error:  # no thread to be had
+        process._failed(error)
     with trio.CancelScope(shield=True):
         await process._started.wait()
     for fd in theirs:  # the child has its copies, or failed to start
