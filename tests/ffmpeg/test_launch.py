@@ -161,3 +161,18 @@ def tools(marker: str) -> list[int]:
             if cmdline.read().startswith(SH.encode()):
                 found.append(pid)
     return found
+
+
+async def test_a_child_that_ran_leaves_no_fd_and_takes_no_signal_after(tmp_path: Path) -> None:
+    before = set(os.listdir("/proc/self/fd"))
+    with trio.fail_after(10):  # its stdout ends only if the server's copy of its end is closed
+        process = await launch(
+            [SH, "-c", "read line; echo $line"], stdin=True, pass_fds=(), cwd=tmp_path
+        )
+        assert process.stdin is not None
+        await process.stdin.send_all(b"hello\n")
+        out = b"".join([chunk async for chunk in process.stdout])
+        assert (out, await process.wait()) == (b"hello\n", 0)
+    process.kill()  # reaped: does nothing, and could reach no process reusing its pid
+    process.close()
+    assert set(os.listdir("/proc/self/fd")) == before
