@@ -54,7 +54,7 @@ async def spawn(
     writable: bool,
 ) -> Child:
     """Start a child with `start`, confined and bounded (`ffserve.ffmpeg.sandbox`), in
-    `workdir`. Whoever `start` gives the process to reaps it, however this ends."""
+    `workdir`. Whoever `start` gives the process to waits for it, however this ends."""
     sandbox = confinement.sandbox
     if sandbox is None:
         process = await start(list(args), ())

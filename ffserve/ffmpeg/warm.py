@@ -13,7 +13,7 @@ Bounded: at most `jobs.max_concurrent` warm sandboxes wait at once (three small 
 each); a job that finds none free starts its FFmpeg cold, as before.
 
 No nursery is held around the job's steps (an error raised in them would arrive wrapped
-in an ExceptionGroup): the warm process is opened here and reaped here, on leaving.
+in an ExceptionGroup): the warm process is opened here and waited for here, on leaving.
 """
 
 from __future__ import annotations
