@@ -11,6 +11,13 @@ import attrs
 
 from ffserve.errors import ErrorCode, JobError
 
+# Demuxers whose stated duration is where the last packet ends counted from 0, not from
+# the first packet: Matroska's segment duration, MP4/MOV's movie header. FFmpeg outputs
+# from the first packet on (shifted to 0), so what lasts is duration - start_time: 2 s
+# for a file stating 7 s whose first packet is at 5 s, or stating 1 s whose first is at
+# -1 s. Other demuxers (MPEG-TS/PS, Ogg, MP3...) already state the span.
+COUNTED_FROM_ZERO = frozenset({"matroska", "mov"})
+
 
 @attrs.frozen
 class Stream:
@@ -48,6 +55,9 @@ class MediaInfo:
     # False when FFmpeg cannot be trusted to seek the input (`-ss` before `-i`): a
     # Matroska file without Cues. Operations then decode from the start instead.
     seekable: bool = True
+    # Where the first packet is in the file's own timeline (5 s, -1 s...): what a seek
+    # counts from. `duration` is how long the content lasts from there.
+    start_time: float = 0.0
 
     @property
     def video(self) -> Stream | None:
@@ -80,18 +90,31 @@ def parse_probe(raw: bytes) -> MediaInfo:
         data = json.loads(raw)
         fmt = data["format"]
         streams = tuple(_stream(s) for s in data.get("streams", ()))
+        format_name = str(fmt["format_name"])
         return MediaInfo(
-            format_name=str(fmt["format_name"]),
-            duration=_positive_float(fmt.get("duration")),
+            format_name=format_name,
+            duration=_content_duration(format_name, fmt.get("duration"), fmt.get("start_time")),
             size_bytes=int(fmt.get("size", 0)),
             bit_rate=_int(fmt.get("bit_rate")),
             streams=streams,
+            start_time=_finite_float(fmt.get("start_time")) or 0.0,
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise JobError(
             f"could not read the media's metadata ({type(exc).__name__})",
             code=ErrorCode.INVALID_MEDIA,
         ) from None
+
+
+def _content_duration(format_name: str, stated: Any, start: Any) -> float | None:
+    """How long the content lasts from its first packet: what FFmpeg outputs."""
+    duration = _finite_float(stated)
+    if duration is None:
+        return None
+    offset = _finite_float(start)
+    if offset is not None and format_name.split(",")[0] in COUNTED_FROM_ZERO:
+        duration = round(duration - offset, 6)  # ffprobe's microseconds
+    return duration if duration > 0 else None
 
 
 def _stream(data: dict[str, Any]) -> Stream:
@@ -132,12 +155,12 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def _positive_float(value: Any) -> float | None:
+def _finite_float(value: Any) -> float | None:
     try:
         result = float(value)
     except (TypeError, ValueError):
         return None
-    return result if math.isfinite(result) and result > 0 else None
+    return result if math.isfinite(result) else None
 
 
 def _rate(value: Any) -> float | None:

@@ -29,7 +29,7 @@ SILENCE_DB = -91.0  # volumedetect's floor for 16-bit digital silence
 
 @attrs.frozen
 class Facts:
-    """What ffprobe says a corpus file holds."""
+    """What ffprobe says a corpus file holds, its duration measured from its packets."""
 
     path: Path
     duration: float | None
@@ -85,10 +85,14 @@ def facts(path: Path) -> Facts:
     audio = next(iter(streams(info, "audio")), None)
     raw = info["format"].get("duration")
     image = info["format"]["format_name"].endswith("_pipe")
-    stated = float(raw) if raw not in (None, "N/A") else None
     return Facts(
         path=path,
-        duration=stated if stated is not None or image else packets_span(path),
+        # Not the container's stated duration: Matroska and MP4 state where the last
+        # packet ends counted from 0, which is not how long a file starting at 5 s or at
+        # -1 s lasts. The packets say, independently of the service's reading.
+        duration=(float(raw) if raw not in (None, "N/A") else None)
+        if image
+        else packets_span(path),
         video=video,
         audio=audio,
         image=image,
@@ -96,22 +100,24 @@ def facts(path: Path) -> Facts:
 
 
 def packets_span(path: Path) -> float | None:
-    """How long a file that states no duration lasts (Matroska muxed to a pipe), from
-    its packets: from the first one's start to the last one's end."""
+    """How long a file lasts, from its packets: from the first one's start to the last
+    one's end, leaving out those an edit list discards (flag D), which FFmpeg decodes
+    only to drop."""
     out = subprocess.run(
         [
-            *("ffprobe", "-v", "error", "-show_entries", "packet=pts_time,duration_time"),
+            *("ffprobe", "-v", "error", "-show_entries", "packet=pts_time,duration_time,flags"),
             *("-of", "csv=p=0", str(path)),
         ],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
-    spans = [
-        (float(pts), float(pts) + float(length or 0))
-        for pts, _, length in (line.partition(",") for line in out.split())
-        if pts not in ("", "N/A")
-    ]
+    spans = []
+    for line in out.split():
+        pts, length, flags = [*line.split(","), "", ""][:3]
+        if pts in ("", "N/A") or "D" in flags:
+            continue
+        spans.append((float(pts), float(pts) + float(length if length not in ("", "N/A") else 0)))
     if not spans:
         return None
     return max(end for _, end in spans) - min(start for start, _ in spans)

@@ -47,19 +47,7 @@ DEFAULT = frozenset(
 )
 FULL = os.environ.get("FFSERVE_FULL_ODD_CORPUS") == "1"
 
-# Pairs that fail today. Item 1 of issue 13 (on another branch) fixes the first kind;
-# the others are bugs this corpus found, each named by what is wrong.
-# One root for the next two: the service takes an input's duration from its container,
-# which for Matroska is the last timestamp counted from 0, not the span FFmpeg outputs
-# (from the first packet, shifted to 0).
-START_OFFSET = (
-    "found by issue 13 item 3: the input's duration is read as 7 s (its container's, "
-    "counted from 0), but its content starts at 5 s and lasts 2 s"
-)
-NEGATIVE_TS = (
-    "found by issue 13 item 3: the input's duration is read as 1 s (its container's, "
-    "counted from 0), but its content starts at -1 s and FFmpeg outputs all 2 s"
-)
+# Pairs that fail today: bugs this corpus found, each named by what is wrong.
 COPY_EDIT_LIST = (
     "found by issue 13 item 3: a stream copy or concat copy of an MP4 drops its edit list, "
     "so the output shows what the edit list hid"
@@ -67,20 +55,7 @@ COPY_EDIT_LIST = (
 SHORTER_THAN_GIF_FRAME = (
     "found by issue 13 item 3: a clip shorter than one GIF frame gives no GIF (fps filter)"
 )
-EVERY_TIMED_CASE = (
-    "speed",
-    "compress",
-    "extract_audio",
-    "remove_audio",
-    "convert_mp4",
-    "convert_mkv_copy",
-    "filter_scale",
-    "filter_volume",
-    "concat",
-)
 XFAIL = {
-    **{(case, "mkv_starts_at_5s.mkv"): START_OFFSET for case in (*EVERY_TIMED_CASE, "thumbnail")},
-    **{(case, "mkv_negative_ts.mkv"): NEGATIVE_TS for case in EVERY_TIMED_CASE},
     ("convert_mkv_copy", "mp4_negative_ts.mp4"): COPY_EDIT_LIST,
     ("concat", "mp4_negative_ts.mp4"): COPY_EDIT_LIST,
     ("convert_mkv_copy", "mp4_edit_list.mp4"): COPY_EDIT_LIST,

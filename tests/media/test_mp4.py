@@ -85,7 +85,7 @@ def real_probe(path: Path) -> MediaInfo:
 
 def assert_same(mine: MediaInfo, truth: MediaInfo) -> None:
     """Field by field, so that a failure says which field."""
-    for field in ("format_name", "duration", "size_bytes", "bit_rate"):
+    for field in ("format_name", "duration", "start_time", "size_bytes", "bit_rate"):
         assert getattr(mine, field) == getattr(truth, field), field
     assert len(mine.streams) == len(truth.streams)
     for ours, theirs in zip(mine.streams, truth.streams, strict=True):

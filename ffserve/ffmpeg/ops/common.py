@@ -200,24 +200,27 @@ DECODING_FROM_START = "processing (decoding from the start: the input has no see
 
 
 def read(source: Source, *, seek: float | None = None, duration: float | None = None) -> list[str]:
-    """Input options for one source, read from `seek` seconds for `duration` seconds.
+    """Input options for one source, read from `seek` seconds after its first packet for
+    `duration` seconds.
 
     Where the input can be seeked, an input seek (`-ss` before `-i`): FFmpeg jumps to the
-    keyframe before `seek` and decodes from there, frame-accurate when re-encoding. Where
-    it cannot (`MediaInfo.seekable`), the same options go after `-i`, on the output: the
-    input is decoded from its start and the frames before `seek` dropped, slower but
-    right. Output options belong to the next output only: a plan with several outputs
-    seeks each itself (`thumbnail`).
+    keyframe before `seek` and decodes from there, frame-accurate when re-encoding. The
+    seek is in the file's own timeline (`-seek_timestamp`, from the probe's start time):
+    FFmpeg's own relative `-ss` counts from the start of the streams it could open, and an
+    operation allowed no audio decoder (thumbnail, gif) would count from the video's start,
+    a second late in a file whose audio starts at -1 s. Where the input cannot be seeked
+    (`MediaInfo.seekable`), the same options go after `-i`, on the output: the input is
+    decoded from its start and the frames before `seek` dropped, slower but right. Output
+    options belong to the next output only: a plan with several outputs seeks each itself
+    (`thumbnail`).
     """
-    window: list[str] = []
-    if seek:
-        window += ["-ss", num(seek)]
-    if duration is not None:
-        window += ["-t", num(duration)]
-    timing = ["-fflags", "+genpts"] if source.info.demuxer in UNTIMED_DEMUXERS else []
-    if source.info.seekable:
-        return timing + window + input_args(source.path)
-    return timing + input_args(source.path) + window
+    info = source.info
+    limit = ["-t", num(duration)] if duration is not None else []
+    timing = ["-fflags", "+genpts"] if info.demuxer in UNTIMED_DEMUXERS else []
+    if info.seekable:
+        start = ["-seek_timestamp", "1", "-ss", num(info.start_time + seek)] if seek else []
+        return timing + start + limit + input_args(source.path)
+    return timing + input_args(source.path) + (["-ss", num(seek)] if seek else []) + limit
 
 
 def seek_stage(source: Source, stage: str = "processing") -> str:

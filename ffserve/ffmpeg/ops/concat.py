@@ -98,8 +98,13 @@ def concat(options: ConcatOptions, sources: list[Source], workdir: Path) -> Plan
 
 def _copy_plan(sources: list[Source], workdir: Path, total: float) -> Plan:
     listing = workdir / "concat.txt"
-    # Our own file names (input_00 ...), relative, so the demuxer's safe mode holds.
-    text = "ffconcat version 1.0\n" + "".join(f"file '{s.path.name}'\n" for s in sources)
+    # Our own file names (input_00 ...), relative, so the demuxer's safe mode holds. Each
+    # with the duration of its content: the demuxer would place the next file after the
+    # container's stated duration, which for Matroska and MP4 counts from 0, not from the
+    # first packet (a gap of 5 s after a file starting at 5 s).
+    text = "ffconcat version 1.0\n" + "".join(
+        f"file '{s.path.name}'\nduration {num(s.info.duration or 0.0)}\n" for s in sources
+    )
     first = sources[0].info
     name = COPYABLE_DEMUXERS[first.demuxer]
     if name == "mkv" and _holds(CONTAINERS["webm"], first):

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from ffserve.errors import ErrorCode, JobError
@@ -57,7 +58,10 @@ WHITELISTED = ["-protocol_whitelist", "file", "-format_whitelist", FORMATS]
         pytest.param(None, None, [*WHITELISTED, "-i", "file:/jobs/j1/input"], id="plain"),
         pytest.param(0.0, None, [*WHITELISTED, "-i", "file:/jobs/j1/input"], id="seek-0-omitted"),
         pytest.param(
-            1.5, None, ["-ss", "1.5", *WHITELISTED, "-i", "file:/jobs/j1/input"], id="seek"
+            1.5,
+            None,
+            ["-seek_timestamp", "1", "-ss", "1.5", *WHITELISTED, "-i", "file:/jobs/j1/input"],
+            id="seek",
         ),
         pytest.param(
             None, 2.0, ["-t", "2", *WHITELISTED, "-i", "file:/jobs/j1/input"], id="duration"
@@ -65,13 +69,31 @@ WHITELISTED = ["-protocol_whitelist", "file", "-format_whitelist", FORMATS]
         pytest.param(
             8.25,
             0.5,
-            ["-ss", "8.25", "-t", "0.5", *WHITELISTED, "-i", "file:/jobs/j1/input"],
+            [
+                *("-seek_timestamp", "1", "-ss", "8.25", "-t", "0.5"),
+                *(*WHITELISTED, "-i", "file:/jobs/j1/input"),
+            ],
             id="seek-and-duration",
         ),
     ],
 )
 def test_read(seek: float | None, duration: float | None, expected: list[str]) -> None:
     assert read(source(MP4), seek=seek, duration=duration) == expected
+
+
+@pytest.mark.parametrize(
+    ("start_time", "position"),
+    [
+        pytest.param(5.0, "6.5", id="first-packet-at-5s"),
+        pytest.param(-1.021, "0.479", id="first-packet-at-minus-1s"),
+    ],
+)
+def test_read_seeks_from_the_first_packet(start_time: float, position: str) -> None:
+    """A seek counts from the content's first packet, in the file's own timeline: not
+    from where FFmpeg thinks the file starts, which depends on the decoders it may open."""
+    media = attrs.evolve(MP4, start_time=start_time)
+    args = read(source(media), seek=1.5)
+    assert args[:4] == ["-seek_timestamp", "1", "-ss", position]
 
 
 def test_read_whitelists_exactly_the_media_and_subtitle_demuxers() -> None:

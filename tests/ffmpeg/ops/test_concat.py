@@ -8,6 +8,7 @@ import pytest
 
 from ffserve.errors import ErrorCode
 from ffserve.ffmpeg.ops import Source
+from ffserve.ffmpeg.ops.common import num
 from ffserve.media.streams import MediaInfo
 from tests.ffmpeg.ops.media import (
     FLAC,
@@ -47,8 +48,12 @@ def count(n: int) -> dict[str, int]:
     return {"file_count": n}
 
 
-def listing(n: int) -> str:
-    return "ffconcat version 1.0\n" + "".join(f"file 'input_{i:02d}'\n" for i in range(n))
+def listing(media: list[MediaInfo]) -> str:
+    """Our concat list: each input with the duration of its content, so that the next
+    starts where it ends rather than at the container's stated end."""
+    return "ffconcat version 1.0\n" + "".join(
+        f"file 'input_{i:02d}'\nduration {num(m.duration or 0.0)}\n" for i, m in enumerate(media)
+    )
 
 
 # The concat demuxer gets its own, narrower whitelist: the list, and the two formats whose
@@ -154,7 +159,7 @@ def test_concat_copy(
     assert result.expected_duration == pytest.approx(duration)
     assert result.stage == "processing (stream copy)"
     # Our own list, relative names only, written into the job dir before the run.
-    assert result.files == ((Path("/jobs/j1/concat.txt"), listing(len(media))),)
+    assert result.files == ((Path("/jobs/j1/concat.txt"), listing(media)),)
     assert result.before == ()
     assert_inputs_guarded(result.args)
 

@@ -375,6 +375,8 @@ TRIM_CASES = [
         {"start_time": 1, "end_time": 3},
         MP4,
         [
+            "-seek_timestamp",
+            "1",
             "-ss",  # input seeking: before the input it applies to
             "1",
             *reading(),
@@ -427,6 +429,8 @@ TRIM_CASES = [
         {"start_time": 1.25, "end_time": 3.5},
         MP4,
         [
+            "-seek_timestamp",
+            "1",
             "-ss",
             "1.25",
             *reading(),
@@ -454,6 +458,8 @@ TRIM_CASES = [
         {"start_time": 0.5, "end_time": 1.04},
         ODD,
         [
+            "-seek_timestamp",
+            "1",
             "-ss",
             "0.5",
             *reading(),
@@ -481,6 +487,8 @@ TRIM_CASES = [
         {"start_time": 0.5, "end_time": 1.5},
         SILENT,
         [
+            "-seek_timestamp",
+            "1",
             "-ss",
             "0.5",
             *reading(),
@@ -505,6 +513,8 @@ TRIM_CASES = [
         {"start_time": 1, "end_time": 2.5},
         FLAC,
         [
+            "-seek_timestamp",
+            "1",
             "-ss",
             "1",
             *reading(),
@@ -528,6 +538,8 @@ TRIM_CASES = [
         {"start_time": 2, "end_time": 3},
         MP3,
         [
+            "-seek_timestamp",
+            "1",
             "-ss",
             "2",
             *reading(),
