@@ -52,15 +52,11 @@ COPY_EDIT_LIST = (
     "found by issue 13 item 3: a stream copy or concat copy of an MP4 drops its edit list, "
     "so the output shows what the edit list hid"
 )
-SHORTER_THAN_GIF_FRAME = (
-    "found by issue 13 item 3: a clip shorter than one GIF frame gives no GIF (fps filter)"
-)
 XFAIL = {
     ("convert_mkv_copy", "mp4_negative_ts.mp4"): COPY_EDIT_LIST,
     ("concat", "mp4_negative_ts.mp4"): COPY_EDIT_LIST,
     ("convert_mkv_copy", "mp4_edit_list.mp4"): COPY_EDIT_LIST,
     ("concat", "mp4_edit_list.mp4"): COPY_EDIT_LIST,
-    ("gif", "h264_one_frame.mp4"): SHORTER_THAN_GIF_FRAME,
 }
 
 

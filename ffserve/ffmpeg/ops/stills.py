@@ -122,7 +122,13 @@ def gif(options: GifOptions, source: Source, workdir: Path) -> Plan:
     length = min(options.duration, duration - options.start_time)
     width = options.width or size[0]
     height = max(2, round(size[1] * width / size[0]))
-    base = f"fps={options.fps},scale={width}:{height}:flags=lanczos"
+    frame = 1 / options.fps
+    # The fps filter ends the GIF at the clip's end rounded to the nearest GIF frame: a clip
+    # shorter than a frame (a 1-frame video) would round to none. Passing the last frame
+    # through at the end gives it its one frame; longer clips keep the rounding, which
+    # `pass` would lengthen by a frame.
+    eof = ":eof_action=pass" if length < frame else ""
+    base = f"fps={options.fps}{eof},scale={width}:{height}:flags=lanczos"
     args = read(source, seek=options.start_time, duration=length)
     if options.optimize:
         # Palette made from this clip and used in the same run: one decode.
@@ -137,9 +143,9 @@ def gif(options: GifOptions, source: Source, workdir: Path) -> Plan:
     args += ["-loop", "0", *output_args(output, GIF)]
     promise = Promise(
         f"gif of {seconds(length)} at {options.fps} fps",
-        length,
+        max(length, frame),  # at least the one frame, lasting 1/fps
         # GIF frame delays count in 1/100 s; the last frame lasts a whole 1/fps.
-        2 / options.fps + 0.02,
+        2 * frame + 0.02,
         video=True,
         size=(width, height),
     )

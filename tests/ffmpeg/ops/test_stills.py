@@ -342,6 +342,24 @@ GIF_CASES = [
         id="short-clip-height-112.5-rounds-to-even",
     ),
     pytest.param(
+        {"duration": 1, "fps": 10, "width": 120, "optimize": False},
+        info(MP4_FORMAT, 0.04, video(width=320, height=240)),
+        # One frame of 0.04 s, shorter than a GIF frame: the fps filter would round the
+        # clip's end to no frame at all; passing the last frame through at the end keeps it.
+        [
+            "-t",
+            "0.04",
+            *reading(),
+            "-map",
+            "0:0",
+            "-filter:v",
+            "fps=10:eof_action=pass,scale=120:90:flags=lanczos",
+            *GIF_TAIL,
+        ],
+        0.04,
+        id="one-frame-shorter-than-a-gif-frame",
+    ),
+    pytest.param(
         {"width": None},
         ODD,
         # GIF has no 4:2:0 constraint: the input's own odd size is kept.
