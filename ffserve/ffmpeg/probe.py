@@ -21,6 +21,7 @@ from ffserve.ffmpeg.progress import ProgressParser
 from ffserve.ffmpeg.sandbox import Confinement
 from ffserve.media.image import NotAnImage, image_info
 from ffserve.media.matroska import NotMatroska, has_cues
+from ffserve.media.mp4.edits import hidden_seconds
 from ffserve.media.mp4.streams import probe_isobmff
 from ffserve.media.streams import MediaInfo, parse_probe
 
@@ -94,6 +95,19 @@ class Prober:
             info = attrs.evolve(info, duration=await self._measure(path))
         return info
 
+    async def _edits(self, path: Path, info: MediaInfo) -> MediaInfo:
+        """What an MP4/MOV's edit lists hide, per stream: neither ffprobe nor the
+        isobmff reader says, and a stream copy must know (`Stream.hidden_s`)."""
+        async with self.slots:
+            hidden = await trio.to_thread.run_sync(hidden_seconds, path)
+        if not hidden:
+            return info  # boxes not understood: copies go ahead, the promise still holds
+        streams = tuple(
+            attrs.evolve(s, hidden_s=hidden[s.index]) if s.index < len(hidden) else s
+            for s in info.streams
+        )
+        return attrs.evolve(info, streams=streams)
+
     async def probe_input(self, path: Path) -> MediaInfo:
         """Probe an untrusted input. Errors: JobError(INVALID_MEDIA | TOO_LARGE).
 
@@ -105,6 +119,8 @@ class Prober:
             info = await self._read_isobmff(path)
             if info is None:
                 info = await self._complete(path, await self.ffprobe(path))
+            if info.demuxer == "mov":
+                info = await self._edits(path, info)
         except ProcessFailed:
             raise JobError(
                 "the input is not a media file of a supported format", code=ErrorCode.INVALID_MEDIA

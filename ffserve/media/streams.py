@@ -34,6 +34,9 @@ class Stream:
     language: str | None = None
     is_cover_art: bool = False
     bit_rate: int | None = None
+    # Seconds of stored media an MP4/MOV edit list hides: a stream copy into a container
+    # without edit lists would show them (ffserve.media.mp4.edits).
+    hidden_s: float = 0.0
 
     @property
     def display_size(self) -> tuple[int, int] | None:

@@ -36,6 +36,9 @@ class Facts:
     video: dict[str, Any] | None  # first real video stream (cover art excluded)
     audio: dict[str, Any] | None
     image: bool
+    # An edit list hides more than two frames of the video: a stream copy into Matroska
+    # would show them, so the service re-encodes it.
+    hidden_video: bool = False
 
     @property
     def timeline(self) -> bool:
@@ -49,8 +52,7 @@ class Facts:
     @property
     def fps(self) -> float:
         assert self.video is not None
-        num, _, den = self.video["avg_frame_rate"].partition("/")
-        return float(num) / float(den or 1) if float(num) else 25.0
+        return frame_rate(self.video)
 
     @property
     def coded_size(self) -> tuple[int, int]:
@@ -78,6 +80,11 @@ class Facts:
         return slack
 
 
+def frame_rate(video: dict[str, Any]) -> float:
+    num, _, den = video["avg_frame_rate"].partition("/")
+    return float(num) / float(den or 1) if float(num) else 25.0
+
+
 @functools.cache
 def facts(path: Path) -> Facts:
     info = probe(path)
@@ -85,42 +92,49 @@ def facts(path: Path) -> Facts:
     audio = next(iter(streams(info, "audio")), None)
     raw = info["format"].get("duration")
     image = info["format"]["format_name"].endswith("_pipe")
+    if image:
+        stated = float(raw) if raw not in (None, "N/A") else None
+        return Facts(path=path, duration=stated, video=video, audio=audio, image=image)
+    shown, hidden = packets(path)
+    # Not the container's stated duration: Matroska and MP4 state where the last packet
+    # ends counted from 0, which is not how long a file starting at 5 s or at -1 s lasts.
+    # The packets say, independently of the service's reading.
+    span = max(end for _, _, end in shown) - min(start for _, start, _ in shown) if shown else None
+    hidden_video = video is not None and (
+        sum(end - start for index, start, end in hidden if index == video["index"])
+        > 2 / frame_rate(video)
+    )
     return Facts(
-        path=path,
-        # Not the container's stated duration: Matroska and MP4 state where the last
-        # packet ends counted from 0, which is not how long a file starting at 5 s or at
-        # -1 s lasts. The packets say, independently of the service's reading.
-        duration=(float(raw) if raw not in (None, "N/A") else None)
-        if image
-        else packets_span(path),
-        video=video,
-        audio=audio,
-        image=image,
+        path=path, duration=span, video=video, audio=audio, image=image, hidden_video=hidden_video
     )
 
 
-def packets_span(path: Path) -> float | None:
-    """How long a file lasts, from its packets: from the first one's start to the last
-    one's end, leaving out those an edit list discards (flag D), which FFmpeg decodes
-    only to drop."""
+Packet = tuple[int, float, float]  # stream index, start, end (s)
+
+
+def packets(path: Path) -> tuple[list[Packet], list[Packet]]:
+    """The file's packets with a timestamp: those that play, and those an edit list
+    discards (flag D), which FFmpeg decodes only to drop."""
     out = subprocess.run(
         [
-            *("ffprobe", "-v", "error", "-show_entries", "packet=pts_time,duration_time,flags"),
+            *("ffprobe", "-v", "error", "-show_entries"),
+            "packet=stream_index,pts_time,duration_time,flags",
             *("-of", "csv=p=0", str(path)),
         ],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
-    spans = []
+    shown: list[Packet] = []
+    hidden: list[Packet] = []
     for line in out.split():
-        pts, length, flags = [*line.split(","), "", ""][:3]
-        if pts in ("", "N/A") or "D" in flags:
+        index, pts, length, flags = [*line.split(","), "", "", ""][:4]
+        if pts in ("", "N/A"):
             continue
-        spans.append((float(pts), float(pts) + float(length if length not in ("", "N/A") else 0)))
-    if not spans:
-        return None
-    return max(end for _, end in spans) - min(start for start, _ in spans)
+        start = float(pts)
+        end = start + float(length if length not in ("", "N/A") else 0)
+        (hidden if "D" in flags else shown).append((int(index), start, end))
+    return shown, hidden
 
 
 @attrs.frozen
@@ -223,7 +237,8 @@ def check_convert_mkv_copy(f: Facts, path: Path, info: dict[str, Any]) -> None:
     if f.video is not None:
         (video,) = streams(info, "video")
         assert video["codec_name"] == f.video["codec_name"]  # mkv holds every corpus codec
-        assert packet_hash(path) == packet_hash(f.path)
+        # Copied untouched, unless what the edit list hides would show.
+        assert (packet_hash(path) == packet_hash(f.path)) is not f.hidden_video
     approx(duration(info), f.duration, f.slack)
 
 

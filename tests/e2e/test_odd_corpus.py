@@ -25,7 +25,7 @@ pytestmark = pytest.mark.odd_corpus
 
 NAMES = [r.name for r in oddmedia.RECIPES]
 # The default run: the files of issue 13's three classes and of the bugs this corpus found,
-# and one of each other kind of oddity (edit list, rotation, one frame, cover art). The
+# and one of each other kind of oddity (rotation, cover art). The
 # rest run with FFSERVE_FULL_ODD_CORPUS=1 (`just test-odd-corpus`): about 3 min in all,
 # against 1.5 min for the default run, on 2 busy cores.
 DEFAULT = frozenset(
@@ -40,6 +40,7 @@ DEFAULT = frozenset(
         "mkv_starts_at_5s.mkv",
         "mkv_negative_ts.mkv",
         "mp4_edit_list.mp4",
+        "mp4_negative_ts.mp4",
         "mp4_rotated_90.mp4",
         "h264_one_frame.mp4",
         "aac_with_cover.m4a",
@@ -47,28 +48,13 @@ DEFAULT = frozenset(
 )
 FULL = os.environ.get("FFSERVE_FULL_ODD_CORPUS") == "1"
 
-# Pairs that fail today: bugs this corpus found, each named by what is wrong.
-COPY_EDIT_LIST = (
-    "found by issue 13 item 3: a stream copy or concat copy of an MP4 drops its edit list, "
-    "so the output shows what the edit list hid"
-)
-XFAIL = {
-    ("convert_mkv_copy", "mp4_negative_ts.mp4"): COPY_EDIT_LIST,
-    ("concat", "mp4_negative_ts.mp4"): COPY_EDIT_LIST,
-    ("convert_mkv_copy", "mp4_edit_list.mp4"): COPY_EDIT_LIST,
-    ("concat", "mp4_edit_list.mp4"): COPY_EDIT_LIST,
-}
-
 
 def pairs(cases: list[str]) -> list[Any]:
-    """(case, name) parameters, each with its xfail mark, the heavy ones skipped unless
-    the full run was asked for."""
+    """(case, name) parameters, the heavy ones skipped unless the full run was asked for."""
     params = []
     for name in NAMES:
         for case in cases:
             marks: list[Any] = []
-            if (case, name) in XFAIL:
-                marks.append(pytest.mark.xfail(strict=True, reason=XFAIL[case, name]))
             if name not in DEFAULT and not FULL:
                 marks.append(pytest.mark.skip(reason="FFSERVE_FULL_ODD_CORPUS=1 runs it"))
             params.append(pytest.param(case, name, marks=marks, id=f"{case}-{name}"))

@@ -16,8 +16,8 @@ import attrs
 
 from ffserve.errors import ErrorCode, JobError
 from ffserve.ffmpeg.arguments import input_args
-from ffserve.ffmpeg.promise import Promise
-from ffserve.media.streams import MediaInfo
+from ffserve.ffmpeg.promise import Promise, seconds, slack_of
+from ffserve.media.streams import MediaInfo, Stream
 
 
 @attrs.frozen
@@ -226,6 +226,25 @@ def read(source: Source, *, seek: float | None = None, duration: float | None = 
 def seek_stage(source: Source, stage: str = "processing") -> str:
     """The progress stage of a plan that seeks `source`: says when it decodes from the start."""
     return stage if source.info.seekable else DECODING_FROM_START
+
+
+# Muxers that write an edit list again for the packets they are given: a stream copy into
+# them plays as the input did. Any other container, and the concat demuxer, show every
+# stored packet, including what the input's edit list hid.
+EDIT_LIST_MUXERS = frozenset({"mp4", "mov", "ipod", "3gp"})
+
+
+def hidden_from_copy(info: MediaInfo, stream: Stream, container: Container | None) -> str | None:
+    """Why a stream copy of `stream` into `container` (None: through the concat demuxer)
+    would show what the input's edit list hides, longer than the promise allows; None if
+    it would not. Such a stream is re-encoded: decoding honours the edit list."""
+    if container is not None and container.muxer in EDIT_LIST_MUXERS:
+        return None
+    if stream.hidden_s <= slack_of(info):
+        return None  # encoder priming and the like: within a frame or two
+    into = f"a copy into {container.ext}" if container else "a joined copy"
+    hidden = seconds(stream.hidden_s)
+    return f"an edit list hides {hidden} of the {stream.kind}, which {into} would show"
 
 
 def encode_video(codec: str = "h264") -> list[str]:

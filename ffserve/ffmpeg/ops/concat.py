@@ -20,6 +20,7 @@ from ffserve.ffmpeg.ops.common import (
     encode_audio,
     encode_video,
     even,
+    hidden_from_copy,
     num,
     output_args,
     read,
@@ -68,7 +69,18 @@ def can_copy(sources: list[Source]) -> bool:
         and _signature(s.info.video) == _signature(first.video)
         and _signature(s.info.audio) == _signature(first.audio)
         and s.info.duration is not None
+        and not _hides(s.info)
         for s in sources
+    )
+
+
+def _hides(info: MediaInfo) -> bool:
+    """Whether the input's edit list hides media the concat demuxer would show: it passes
+    every stored packet on, even into MP4. Such inputs are joined by re-encoding."""
+    return any(
+        hidden_from_copy(info, stream, None) is not None
+        for stream in (info.video, info.audio)
+        if stream is not None
     )
 
 

@@ -19,6 +19,7 @@ from ffserve.ffmpeg.ops.common import (
     encode_audio,
     even_fix,
     fit_within,
+    hidden_from_copy,
     output_args,
     read,
     reencode_video,
@@ -189,28 +190,34 @@ def convert(options: ConvertOptions, source: Source, workdir: Path) -> Plan:
     if video is not None:
         codec = _codec_name(options.video_codec or "")
         args += ["-map", f"0:{video.index}"]
+        hidden = hidden_from_copy(info, video, container)
         if (
             options.stream_copy
             and codec in ("", video.codec)  # none asked for, or the one it already has
             and video.codec in container.video_codecs
+            and hidden is None
         ):
             args += copy_video(video.codec, container)
         else:
             if options.stream_copy and options.video_codec is None:
-                notes.append(f"video {video.codec} cannot be copied into {container.ext}")
+                notes.append(hidden or f"video {video.codec} cannot be copied into {container.ext}")
             args += reencode_video(video.display_size, codec or container.default_video or "h264")
     if info.audio is not None and container.audio_codecs:
         codec = _codec_name(options.audio_codec or "")
         args += ["-map", f"0:{info.audio.index}"]
+        hidden = hidden_from_copy(info, info.audio, container)
         if (
             options.stream_copy
             and codec in ("", info.audio.codec)
             and info.audio.codec in container.audio_codecs
+            and hidden is None
         ):
             args += ["-c:a", "copy"]
         else:
             if options.stream_copy and options.audio_codec is None:
-                notes.append(f"audio {info.audio.codec} cannot be copied into {container.ext}")
+                notes.append(
+                    hidden or f"audio {info.audio.codec} cannot be copied into {container.ext}"
+                )
             args += encode_audio(codec or container.default_audio or "aac")
     output = write(workdir, source, "converted", container)
     args += ["-sn", "-dn", *output_args(output, container)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import pytest
 
 from ffserve.errors import ErrorCode
@@ -419,3 +420,13 @@ def test_inputs_with_streams_in_another_order_are_not_stream_copied() -> None:
     swapped = info(MP4_FORMAT, 10.0, audio(index=0), video(index=1))  # same streams as MP4
     result = plan("concat", count(2), *parts(MP4, swapped))
     assert result.stage == "processing (normalising inputs)"
+
+
+def test_concat_of_inputs_whose_edit_list_hides_media_is_normalised() -> None:
+    """The concat demuxer passes every stored packet on, even into MP4: the part an input's
+    edit list hides would play at the joint. Re-encoding honours the edit list."""
+    hidden = attrs.evolve(MP4, streams=tuple(attrs.evolve(s, hidden_s=0.5) for s in MP4.streams))
+    assert plan("concat", count(2), *parts(MP4, MP4)).stage == "processing (stream copy)"
+    result = plan("concat", count(2), *parts(MP4, hidden))
+    assert result.stage == "processing (normalising inputs)"
+    assert "copy" not in result.args

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 
 from ffserve.errors import ErrorCode
@@ -1214,3 +1215,43 @@ def test_convert_of_a_program_stream_generates_timestamps_and_can_fall_back() ->
 def test_convert_needs_no_fallback_when_nothing_is_copied_or_timestamps_are_there() -> None:
     assert plan("convert", {"target_format": "mp4", "stream_copy": True}, MPEG_PS).fallback is None
     assert plan("convert", {"target_format": "mkv", "stream_copy": True}, MKV).fallback is None
+
+
+def hiding(media: MediaInfo, *, video: float = 0.0, audio: float = 0.0) -> MediaInfo:
+    """`media` with that much of its video and audio hidden by an MP4 edit list."""
+    hidden = {"video": video, "audio": audio}
+    streams = tuple(attrs.evolve(s, hidden_s=hidden.get(s.kind, 0.0)) for s in media.streams)
+    return attrs.evolve(media, streams=streams)
+
+
+def test_convert_copy_into_mkv_reencodes_what_an_edit_list_hides() -> None:
+    """Matroska keeps no edit list: a copy would show the hidden half second, so that
+    stream is re-encoded (decoding honours the edit list), and the stage says why."""
+    result = plan("convert", {"target_format": "mkv", "stream_copy": True}, hiding(MP4, video=0.5))
+    args = list(result.args)
+    assert args[args.index("-c:v") + 1] == "libx264"
+    assert args[args.index("-c:a") + 1] == "copy"  # the audio hides nothing
+    assert result.stage == (
+        "processing (re-encoding: an edit list hides 0.5 s of the video, "
+        "which a copy into mkv would show)"
+    )
+    audio_hidden = plan(
+        "convert", {"target_format": "mkv", "stream_copy": True}, hiding(MP4, audio=1.0)
+    )
+    args = list(audio_hidden.args)
+    assert args[args.index("-c:v") + 1] == "copy"
+    assert args[args.index("-c:a") + 1] == "aac"
+
+
+def test_convert_copy_keeps_edit_lists_mp4_can_hold_and_priming() -> None:
+    # MP4's muxer writes the edit list again; encoder priming (1024 samples) is within
+    # what the promise allows.
+    into_mp4 = plan(
+        "convert", {"target_format": "mp4", "stream_copy": True}, hiding(MP4, video=0.5)
+    )
+    assert list(into_mp4.args).count("copy") == 2
+    priming = plan(
+        "convert", {"target_format": "mkv", "stream_copy": True}, hiding(MP4, audio=0.021)
+    )
+    assert list(priming.args).count("copy") == 2
+    assert priming.stage == "processing"
