@@ -23,7 +23,7 @@ from ffserve.media.image import NotAnImage, image_info
 from ffserve.media.matroska import NotMatroska, has_cues
 from ffserve.media.mp4.edits import hidden_seconds
 from ffserve.media.mp4.streams import probe_isobmff
-from ffserve.media.streams import MediaInfo, parse_probe
+from ffserve.media.streams import MediaInfo, from_first_packet, parse_probe
 
 IMAGE_HEADERS = frozenset({"png", "jpg"})
 IMAGE_HEADER_BYTES = 256 * 1024  # room for EXIF and other segments before a JPEG's frame header
@@ -117,8 +117,8 @@ class Prober:
         """
         try:
             info = await self._read_isobmff(path)
-            if info is None:
-                info = await self._complete(path, await self.ffprobe(path))
+            if info is None:  # (the reader answers only for inputs starting at 0)
+                info = await self._complete(path, from_first_packet(await self.ffprobe(path)))
             if info.demuxer == "mov":
                 info = await self._edits(path, info)
         except ProcessFailed:

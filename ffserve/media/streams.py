@@ -12,10 +12,8 @@ import attrs
 from ffserve.errors import ErrorCode, JobError
 
 # Demuxers whose stated duration is where the last packet ends counted from 0, not from
-# the first packet: Matroska's segment duration, MP4/MOV's movie header. FFmpeg outputs
-# from the first packet on (shifted to 0), so what lasts is duration - start_time: 2 s
-# for a file stating 7 s whose first packet is at 5 s, or stating 1 s whose first is at
-# -1 s. Other demuxers (MPEG-TS/PS, Ogg, MP3...) already state the span.
+# the first packet: Matroska's segment duration, MP4/MOV's movie header. Other demuxers
+# (MPEG-TS/PS, Ogg, MP3...) state the span from the first packet already.
 COUNTED_FROM_ZERO = frozenset({"matroska", "mov"})
 
 
@@ -93,10 +91,9 @@ def parse_probe(raw: bytes) -> MediaInfo:
         data = json.loads(raw)
         fmt = data["format"]
         streams = tuple(_stream(s) for s in data.get("streams", ()))
-        format_name = str(fmt["format_name"])
         return MediaInfo(
-            format_name=format_name,
-            duration=_content_duration(format_name, fmt.get("duration"), fmt.get("start_time")),
+            format_name=str(fmt["format_name"]),
+            duration=_positive(_finite_float(fmt.get("duration"))),
             size_bytes=int(fmt.get("size", 0)),
             bit_rate=_int(fmt.get("bit_rate")),
             streams=streams,
@@ -109,15 +106,18 @@ def parse_probe(raw: bytes) -> MediaInfo:
         ) from None
 
 
-def _content_duration(format_name: str, stated: Any, start: Any) -> float | None:
-    """How long the content lasts from its first packet: what FFmpeg outputs."""
-    duration = _finite_float(stated)
-    if duration is None:
-        return None
-    offset = _finite_float(start)
-    if offset is not None and format_name.split(",")[0] in COUNTED_FROM_ZERO:
-        duration = round(duration - offset, 6)  # ffprobe's microseconds
-    return duration if duration > 0 else None
+def from_first_packet(info: MediaInfo) -> MediaInfo:
+    """`info` with the duration of an input's content, from its first packet on: what
+    FFmpeg outputs of it (shifted to 0). For a Matroska stating 7 s whose first packet is
+    at 5 s, 2 s; stating 1 s whose first is at -1 s, 2 s. Only for inputs: an output's
+    stated duration, from 0, is the timeline a client plays."""
+    if info.duration is None or info.demuxer not in COUNTED_FROM_ZERO or not info.start_time:
+        return info
+    return attrs.evolve(info, duration=_positive(round(info.duration - info.start_time, 6)))
+
+
+def _positive(value: float | None) -> float | None:
+    return value if value is not None and value > 0 else None
 
 
 def _stream(data: dict[str, Any]) -> Stream:

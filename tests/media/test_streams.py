@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ffserve.media.streams import parse_probe
+from ffserve.media.streams import from_first_packet, parse_probe
 
 
 def probed(format_name: str, start_time: str | None, duration: str | None) -> bytes:
@@ -37,6 +37,13 @@ def probed(format_name: str, start_time: str | None, duration: str | None) -> by
 def test_duration_is_the_contents(
     format_name: str, start_time: str | None, stated: str | None, lasts: float | None, start: float
 ) -> None:
-    info = parse_probe(probed(format_name, start_time, stated))
+    info = from_first_packet(parse_probe(probed(format_name, start_time, stated)))
     assert info.duration == lasts
     assert info.start_time == start
+
+
+def test_an_output_keeps_its_stated_timeline() -> None:
+    """Our outputs are read as stated: an MP4 whose video starts at 0.2 s (an empty edit)
+    plays 0.72 s."""
+    info = parse_probe(probed("mov,mp4,m4a,3gp,3g2,mj2", "0.200000", "0.720000"))
+    assert info.duration == 0.72
