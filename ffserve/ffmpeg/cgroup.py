@@ -70,7 +70,8 @@ class JobCgroups:
             # (The file is absent where the kernel does not account swap: nothing to bound.)
             _write(path / "memory.swap.max", "0", missing_ok=True)
             # Threads count: a second bound on tasks beside RLIMIT_NPROC, for the sandbox.
-            _write(path / "pids.max", str(self.tasks))
+            # (Absent where the pids controller is not delegated.)
+            _write(path / "pids.max", str(self.tasks), missing_ok=True)
         except BaseException:
             cgroup.remove()
             raise
@@ -138,6 +139,11 @@ def remove_dir(path: Path) -> None:
     os.rmdir(path)
 
 
+# The kernel makes a cgroup's files; opening one it did not make, with O_CREAT, fails with
+# EACCES, not ENOENT (tests of a fake cgroup tree add O_CREAT here).
+WRITE_FLAGS = os.O_WRONLY
+
+
 def _oom_kills(path: Path) -> int:
     try:
         text = (path / "memory.events").read_text()
@@ -153,7 +159,7 @@ def _oom_kills(path: Path) -> int:
 def _write(path: Path, text: str, *, missing_ok: bool = False) -> None:
     # One write(2) per value: the cgroup file system takes each write as one command.
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        fd = os.open(path, WRITE_FLAGS, 0o644)
     except FileNotFoundError:
         if missing_ok:
             return

@@ -10,6 +10,7 @@ with the memory controller (`just cgroup-test` boots a VM that has one).
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,9 @@ needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bu
 
 @pytest.fixture
 def fake_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A cgroup v2 tree where this process's cgroup is /svc, with every controller. Real
-    cgroup directories are removed with rmdir, interface files and all; here with rmtree."""
+    """A cgroup v2 tree where this process's cgroup is /svc, with every controller. The
+    kernel makes a real cgroup's files and removes them with it (rmdir); here a write makes
+    the file, and the directory goes with rmtree."""
     root = tmp_path / "cgroup"
     own = root / "svc"
     own.mkdir(parents=True)
@@ -48,6 +50,7 @@ def fake_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (own / "cgroup.subtree_control").write_text("")
     (tmp_path / "self-cgroup").write_text("0::/svc\n")
     monkeypatch.setattr(cgroup_module, "remove_dir", shutil.rmtree)
+    monkeypatch.setattr(cgroup_module, "WRITE_FLAGS", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     return root
 
 
@@ -186,8 +189,9 @@ async def test_an_unconfined_child_is_placed_too(
     cgroups = fake_cgroups(fake_root)
     how = attrs.evolve(confinement(tmp_path, mode="off"), cgroups=cgroups)
     with trio.fail_after(30):
-        await run(how, tmp_path, FFMPEG_VERSION)
-    assert [program for _, program, _ in entered.seen] == ["ffmpeg"]
+        # A tool that is still there when it is placed (an exited one has no cmdline).
+        await run(how, tmp_path, ["/usr/bin/sleep", "0.5"])
+    assert [program for _, program, _ in entered.seen] == ["sleep"]
     assert cgroups_in(cgroups.jobs) == []
 
 
