@@ -58,7 +58,9 @@ mount -t tmpfs tmp /host/tmp; mount -t tmpfs run /host/run
 # cgroup v2 alone: every controller is free for it.
 mount -t cgroup2 cgroup2 /host/sys/fs/cgroup
 ip link set lo up 2>/dev/null
-chroot /host /bin/sh -c '
+# switch_root, not chroot: the kernel refuses new user namespaces (bwrap's) to a chrooted
+# process. It execs the shell as PID 1, which powers the guest off when done.
+exec switch_root /host /bin/sh -c '
     set -e
     cd /sys/fs/cgroup
     echo "+memory +pids" > cgroup.subtree_control
@@ -75,6 +77,7 @@ chroot /host /bin/sh -c '
     set +e
     "$PYTHON" -m pytest -p no:cacheprovider -v -rs $TESTS
     echo "== guest: pytest exit \$?"
+    echo o > /proc/sysrq-trigger
 '
 poweroff -f
 EOF
