@@ -77,7 +77,7 @@ exec switch_root /host /bin/sh -c '
     set +e
     "$PYTHON" -m pytest -p no:cacheprovider -v -rs $TESTS
     echo "== guest: pytest exit \$?"
-    echo o > /proc/sysrq-trigger
+    echo o > /proc/sysrq-trigger; sleep 10  # (PID 1 must not exit first: a panic)
 '
 poweroff -f
 EOF

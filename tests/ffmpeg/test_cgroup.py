@@ -137,8 +137,9 @@ class Entered:
         enter = JobCgroup.enter
 
         def record(cgroup: JobCgroup, pid: int) -> None:
-            program = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-            self.seen.append((pid, Path(program).name, _parent_of(pid)))
+            # comm: a zombie keeps it (not its cmdline), and a slow machine may see one.
+            program = Path(f"/proc/{pid}/comm").read_text().strip()
+            self.seen.append((pid, program, _parent_of(pid)))
             enter(cgroup, pid)
 
         monkeypatch.setattr(JobCgroup, "enter", record)
@@ -189,8 +190,7 @@ async def test_an_unconfined_child_is_placed_too(
     cgroups = fake_cgroups(fake_root)
     how = attrs.evolve(confinement(tmp_path, mode="off"), cgroups=cgroups)
     with trio.fail_after(30):
-        # A tool that is still there when it is placed (an exited one has no cmdline).
-        await run(how, tmp_path, ["/usr/bin/sleep", "0.5"])
+        await run(how, tmp_path, ["/usr/bin/sleep", "2"])  # still there when placed
     assert [program for _, program, _ in entered.seen] == ["sleep"]
     assert cgroups_in(cgroups.jobs) == []
 
