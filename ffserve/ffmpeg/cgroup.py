@@ -21,6 +21,7 @@ import itertools
 import logging
 import os
 import secrets
+import time
 from contextlib import suppress
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import attrs
 log = logging.getLogger(__name__)
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CONTROLLERS = "+memory +pids"
+KILL_WAIT_S = 1.0
 
 
 class NotDelegated(Exception):
@@ -120,15 +122,18 @@ class JobCgroup:
 
 
 def _remove_when_empty(path: Path) -> bool:
-    """rmdir once the processes `cgroup.kill` killed have left (a moment, in the kernel)."""
-    for _ in range(200):
+    """rmdir once the processes `cgroup.kill` killed have left: a moment, once each has run
+    to its exit. This blocks (up to KILL_WAIT_S), but only where a process outlived its
+    sandbox, which should not happen."""
+    deadline = time.monotonic() + KILL_WAIT_S
+    while time.monotonic() < deadline:
         try:
             remove_dir(path)
             return True
         except OSError as exc:
             if exc.errno != errno.EBUSY:
                 break
-        os.sched_yield()
+        time.sleep(0.005)
     log.error("cannot remove the job cgroup %s: processes are still in it", path)
     return False
 

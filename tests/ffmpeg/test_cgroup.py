@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -226,17 +228,34 @@ async def test_an_oom_kill_ends_the_run_with_its_error(
 
 
 @pytest.fixture
-def delegated() -> None:
+def delegated() -> JobCgroups:
     """Skips, saying why, unless this process may have job cgroups (then set up)."""
     try:
-        open_job_cgroups(1 << 30, 64)
+        return open_job_cgroups(64 * MIB, 64)
     except NotDelegated as exc:
         pytest.skip(f"needs a delegated cgroup v2 with the memory controller: {exc}")
 
 
+def test_a_cgroup_with_a_process_left_is_emptied_and_removed(delegated: JobCgroups) -> None:
+    """It should not happen (a child's cgroup is removed once its sandbox has exited),
+    but if it did the process is killed (cgroup.kill) rather than the cgroup leaked."""
+    job = delegated.make()
+    assert (job.path / "memory.max").read_text().strip() == str(64 * MIB)
+    left = subprocess.Popen(["/usr/bin/sleep", "60"])
+    try:
+        job.enter(left.pid)
+        assert (job.path / "cgroup.procs").read_text().split() == [str(left.pid)]
+        job.remove()
+        assert left.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        left.kill()
+        left.wait()
+    assert job.removed and not job.path.exists()
+
+
 @pytest.mark.parametrize("mode", ["auto", "off"], ids=["sandboxed", "unconfined"])
 async def test_a_job_past_memory_max_is_killed_and_the_client_told(
-    delegated: None, start_server: StartServer, media: Media, workdir: Path, mode: str
+    delegated: JobCgroups, start_server: StartServer, media: Media, workdir: Path, mode: str
 ) -> None:
     """A 2 s clip scaled to 4096x4096: x264 holds dozens of 24 MiB frames, far past a
     128 MiB memory.max though well inside the 3 GiB address space RLIMIT_AS allows: the
