@@ -17,7 +17,8 @@ CACHE=${CACHE:-/var/tmp/ffserve-cgroup-vm}
 KERNEL_PKG=${KERNEL_PKG:-$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')}
 PYTHON=${PYTHON:-$(command -v python)}
 # pytest's arguments: the script's, else the cgroup tests.
-TESTS=${*:-tests/ffmpeg/test_cgroup.py}
+# (quoted for the guest's shell: `-k "a and b"` stays one argument)
+TESTS=$(printf '%q ' "${@:-tests/ffmpeg/test_cgroup.py}")
 MEMORY_MB=${MEMORY_MB:-2048}
 # KVM (ACCEL="kvm -cpu host,-arch-capabilities") is faster where it works; nested under
 # the development machine's own hypervisor the guest kernel hangs before its first line,
