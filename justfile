@@ -39,8 +39,7 @@ image TAG="ffserve" BASE="docker.io/library/debian:bookworm-slim":
 image-test:
     scripts/image-test.sh
 
-# Run the cgroup v2 memory.max tests in a QEMU guest that has a delegated cgroup v2
-# (minutes; needs root and qemu-system-x86; not part of `just test`).
+# The memory.max tests in a QEMU guest with a delegated cgroup v2 (minutes; not in `test`).
 cgroup-test *ARGS:
     scripts/cgroup-vm-test.sh {{ARGS}}
 
