@@ -39,6 +39,10 @@ image TAG="ffserve" BASE="docker.io/library/debian:bookworm-slim":
 image-test:
     scripts/image-test.sh
 
+# The memory.max tests in a QEMU guest with a delegated cgroup v2 (minutes; not in `test`).
+cgroup-test *ARGS:
+    scripts/cgroup-vm-test.sh {{ARGS}}
+
 # Install FFmpeg with apt if it is missing (Debian/Ubuntu; needs root or sudo).
 ffmpeg:
     #!/usr/bin/env bash

@@ -160,6 +160,9 @@ class SandboxConfig:
     # Open files (RLIMIT_NOFILE) and tasks (RLIMIT_NPROC: threads count) per process.
     open_files: int = attrs.field(default=256, validator=in_range(16, 65536))
     tasks: int = attrs.field(default=256, validator=in_range(4, 65536))
+    # memory.max of each child's cgroup (its whole sandbox, no swap), MiB, where a delegated
+    # cgroup v2 subtree allows one (docs/sandbox.md).
+    job_memory_mb: int = attrs.field(default=3072, validator=in_range(16, 1_048_576))
     # Build a job's sandbox while its input arrives (at most jobs.max_concurrent at once),
     # so that FFmpeg's start does not wait for bubblewrap's few milliseconds of setup.
     warm: bool = True

@@ -22,7 +22,7 @@ from ffserve.ffmpeg import launch
 from ffserve.ffmpeg.launch import Launched
 from ffserve.ffmpeg.progress import ProgressParser
 from ffserve.ffmpeg.sandbox import Confinement
-from ffserve.ffmpeg.spawn import Child, SandboxFailed, spawn
+from ffserve.ffmpeg.spawn import Child, MemoryExceeded, SandboxFailed, spawn
 from ffserve.ffmpeg.warm import Warm, exec_in
 
 STDERR_TAIL_BYTES = 8192
@@ -115,6 +115,14 @@ def summarize(stderr: bytes, *, scrub: Sequence[str] = ()) -> str:
     return " | ".join(lines[-3:])[-400:]
 
 
+def _check_memory(child: Child) -> None:
+    """Errors: MemoryExceeded when the kernel killed the child at its cgroup's memory.max
+    (it dies by SIGKILL with no word of why: only the cgroup's events tell)."""
+    mib = child.memory_exceeded()
+    if mib is not None:
+        raise MemoryExceeded(mib)
+
+
 async def run_ffmpeg(
     args: Sequence[str],
     *,
@@ -128,7 +136,8 @@ async def run_ffmpeg(
     """Run FFmpeg with `-progress pipe:1` already in `args`, reporting progress as it rises;
     in `warm`'s sandbox when it is still ready, else in one of its own.
 
-    Errors: ProcessFailed with the stderr tail if FFmpeg exits non-zero.
+    Errors: ProcessFailed with the stderr tail if FFmpeg exits non-zero; MemoryExceeded
+    if the kernel killed it at its cgroup's memory.max.
     """
     tail = bytearray()
     ready = await warm.take() if warm is not None else None
@@ -145,6 +154,7 @@ async def run_ffmpeg(
         async for chunk in process.stdout:
             if parser.feed(bytes(chunk)):
                 on_progress(parser.percentage)
+    _check_memory(child)
     if child.never_ran(bytes(tail)):
         raise SandboxFailed(bytes(tail))
     if process.returncode != 0:
@@ -163,7 +173,8 @@ async def run_capture(
 ) -> bytes:
     """Run a short-lived tool (ffprobe) that only reads `workdir`; return its stdout.
 
-    Errors: ProcessFailed if it exits non-zero or prints more than `limit` bytes.
+    Errors: ProcessFailed if it exits non-zero or prints more than `limit` bytes;
+    MemoryExceeded if the kernel killed it at its cgroup's memory.max.
     """
     out = bytearray()
     err = bytearray()
@@ -181,6 +192,7 @@ async def run_capture(
                 too_large = True
                 nursery.cancel_scope.cancel()
                 break
+    _check_memory(child)
     if child.never_ran(bytes(err)):
         raise SandboxFailed(bytes(err))
     if too_large:

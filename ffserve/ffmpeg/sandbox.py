@@ -35,6 +35,7 @@ from typing import Any
 import attrs
 
 from ffserve.config import Config
+from ffserve.ffmpeg.cgroup import JobCgroups, NotDelegated, open_job_cgroups
 from ffserve.ffmpeg.seccomp import Unsupported, build_filter
 
 log = logging.getLogger(__name__)
@@ -290,6 +291,10 @@ class Confinement:
     warm: bool = False
     # Read once: /health reports it on every request.
     cgroup_v2: bool = attrs.field(factory=cgroup_v2_delegated, kw_only=True)
+    # Where each child gets a cgroup with memory.max (`ffserve.ffmpeg.cgroup`); None: no
+    # delegated cgroup v2 here, for the reason `cgroup_why_not` gives.
+    cgroups: JobCgroups | None = attrs.field(default=None, kw_only=True)
+    cgroup_why_not: str | None = attrs.field(default=None, kw_only=True)
 
     def describe(self) -> dict[str, Any]:
         """Which protections are active, for `/health` and the start-up log."""
@@ -308,9 +313,13 @@ class Confinement:
                 "set_before_exec": sandbox is not None,
             },
             "warm": sandbox is not None and sandbox.shell is not None and self.warm,
-            # RLIMIT_AS bounds each process; a memory.max per job needs a delegated cgroup
-            # v2 subtree, which ffserve does not use yet (docs/sandbox.md).
-            "cgroup_memory_max": False,
+            # RLIMIT_AS bounds each process; memory.max each sandbox as a whole, where the
+            # server's cgroup is a delegated cgroup v2 subtree (docs/sandbox.md).
+            "cgroup_memory_max": self.cgroups is not None,
+            "cgroup_memory_max_mib": (
+                self.cgroups.memory_bytes // (1024 * 1024) if self.cgroups else None
+            ),
+            "cgroup_why_not": self.cgroup_why_not,
             "cgroup_v2_delegated": self.cgroup_v2,
         }
 
@@ -322,9 +331,10 @@ def open_confinement(config: Config, executables: Sequence[str]) -> Confinement:
     """
     limits = ChildLimits.from_config(config)
     mode = config.sandbox.mode
+    cgroups = _cgroups(config)
     if mode == "off":
         log.warning("sandbox off: FFmpeg and ffprobe run unconfined (resource limits only)")
-        return Confinement(mode, None, limits)
+        return Confinement(mode, None, limits, **cgroups)
     try:
         sandbox = open_sandbox(config, executables)
     except SandboxUnavailable as exc:
@@ -336,5 +346,17 @@ def open_confinement(config: Config, executables: Sequence[str]) -> Confinement:
             'or set sandbox.mode = "required" to refuse to start without it',
             exc,
         )
-        return Confinement(mode, None, limits)
-    return Confinement(mode, sandbox, limits, config.sandbox.warm)
+        return Confinement(mode, None, limits, **cgroups)
+    return Confinement(mode, sandbox, limits, config.sandbox.warm, **cgroups)
+
+
+def _cgroups(config: Config) -> dict[str, Any]:
+    """A cgroup per child where this server's cgroup allows it; else why not (logged)."""
+    memory = config.sandbox.job_memory_mb * 1024 * 1024
+    try:
+        cgroups = open_job_cgroups(memory, config.sandbox.tasks)
+    except NotDelegated as exc:
+        log.info("no cgroup memory.max per FFmpeg (RLIMIT_AS only): %s", exc)
+        return {"cgroups": None, "cgroup_why_not": str(exc)}
+    log.info("each FFmpeg and ffprobe sandbox gets a cgroup under %s", cgroups.jobs)
+    return {"cgroups": cgroups}

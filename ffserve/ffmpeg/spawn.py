@@ -26,6 +26,7 @@ import attrs
 import trio
 
 from ffserve.errors import ErrorCode, JobError
+from ffserve.ffmpeg.cgroup import JobCgroup, JobCgroups
 from ffserve.ffmpeg.launch import Launched
 from ffserve.ffmpeg.sandbox import ChildLimits, Confinement, Sandbox, SandboxPipes, child_pid
 
@@ -57,13 +58,23 @@ async def spawn(
     `workdir`. Whoever `start` gives the process to waits for it, however this ends."""
     sandbox = confinement.sandbox
     if sandbox is None:
-        process = await start(list(args), ())
+        cgroup = confinement.cgroups.make() if confinement.cgroups else None
+        try:
+            process = await start(list(args), ())
+        except BaseException:
+            if cgroup is not None:
+                cgroup.remove()
+            raise
+        child = Child(process, cgroup=cgroup)
         # Unconfined: bounded from outside just after it starts (preexec_fn is unsafe
-        # with threads).
+        # with threads). Whoever reaps it removes the cgroup (`Child.sandbox_exited`).
         confinement.limits.apply(process.pid, confined=False)
-        return Child(process)
+        if cgroup is not None:
+            with suppress(ProcessLookupError):
+                cgroup.enter(process.pid)
+        return child
     held = await hold(start, args, sandbox=sandbox, workdir=workdir, writable=writable)
-    return await held.release(confinement.limits)
+    return await held.release(confinement.limits, confinement.cgroups)
 
 
 async def hold(
@@ -97,11 +108,13 @@ class Held:
     process: Launched
     pipes: SandboxPipes
 
-    async def release(self, limits: ChildLimits) -> Child:
-        """Bound the held child (rlimits, niceness) and let it exec.
+    async def release(self, limits: ChildLimits, cgroups: JobCgroups | None = None) -> Child:
+        """Bound the held child (rlimits, niceness, a cgroup of its own from `cgroups`)
+        and let it exec.
 
         Cancellation: the sandbox is stopped, its child never let go."""
         process, pipes = self.process, self.pipes
+        cgroup: JobCgroup | None = None
         try:
             # bwrap reports its child on `info`; if it fails first, the pipe just closes.
             pid = await read_child_pid(pipes.info_read)
@@ -110,17 +123,24 @@ class Held:
                 self.stop()
                 return Child(process, sandboxed=True, sandbox_failed=True)
             try:
+                if cgroups is not None:
+                    # The held child is the sandbox's only process yet: all it starts,
+                    # FFmpeg included, is born in the cgroup.
+                    cgroup = cgroups.make()
+                    cgroup.enter(pid)
                 limits.apply(pid, confined=True)
                 os.write(pipes.block_write, b"x")
             except BaseException:
                 os.close(pidfd)  # nothing will wait on this
                 raise
-            return Child(process, sandboxed=True, pidfd=pidfd)
-        except BrokenPipeError:  # the child died setting the sandbox up
+            return Child(process, sandboxed=True, pidfd=pidfd, cgroup=cgroup)
+        except (BrokenPipeError, ProcessLookupError):  # it died setting the sandbox up
             self.stop()
+            _remove(cgroup)
             return Child(process, sandboxed=True, sandbox_failed=True)
         except BaseException:
             self.stop()
+            _remove(cgroup)
             raise
         finally:
             pipes.close()  # after the byte, or after `stop`
@@ -139,6 +159,12 @@ class Held:
         """Never released: stopped and reaped. The caller shields this."""
         self.stop()
         await self.process.wait()
+
+
+def _remove(cgroup: JobCgroup | None) -> None:
+    # After `Held.stop`: the SIGKILLed child may still be leaving; `remove` waits for it.
+    if cgroup is not None:
+        cgroup.remove()
 
 
 def _open_held_child(pid: int, bwrap_pid: int) -> int | None:
@@ -169,25 +195,32 @@ def _parent_of(pid: int) -> int | None:
 class Child:
     """A started child. `pidfd`: of its sandbox's first process (its PID namespace's init),
     gone once every process of the sandbox has exited. `sandbox_failed`: bwrap gave up
-    before reporting the child."""
+    before reporting the child. `cgroup`: its own, with memory.max, where there are any."""
 
     process: Launched
     sandboxed: bool = False
     pidfd: int | None = None
     sandbox_failed: bool = False
+    cgroup: JobCgroup | None = None
 
     async def sandbox_exited(self, grace: float) -> None:
-        """Wait (shielded, bounded) until every process of the sandbox has exited."""
-        if self.pidfd is None:
-            return
-        # bwrap has exited, so must the sandbox: its first process has the death signal
-        # from just after it is let go; if bwrap died before that, this kills it.
-        with suppress(ProcessLookupError):
-            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-        with trio.move_on_after(grace + SANDBOX_EXIT_S, shield=True):
-            await trio.lowlevel.wait_readable(self.pidfd)
-        os.close(self.pidfd)
-        self.pidfd = None
+        """Wait (shielded, bounded) until every process of the sandbox has exited; then
+        remove its cgroup (killing what would still be in it)."""
+        if self.pidfd is not None:
+            # bwrap has exited, so must the sandbox: its first process has the death
+            # signal from just after it is let go; if bwrap died before that, this kills it.
+            with suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            with trio.move_on_after(grace + SANDBOX_EXIT_S, shield=True):
+                await trio.lowlevel.wait_readable(self.pidfd)
+            os.close(self.pidfd)
+            self.pidfd = None
+        _remove(self.cgroup)
+
+    def memory_exceeded(self) -> int | None:
+        """memory.max in MiB if the kernel killed a process of it for passing it."""
+        cgroup = self.cgroup
+        return cgroup.memory_mib if cgroup is not None and cgroup.oom_kills() else None
 
     def never_ran(self, stderr: bytes) -> bool:
         """Whether bwrap failed to set the sandbox up, so the tool never ran: a server
@@ -196,6 +229,18 @@ class Child:
         if self.sandbox_failed:
             return True
         return self.sandboxed and self.process.returncode != 0 and stderr.startswith(BWRAP_SAYS)
+
+
+class MemoryExceeded(JobError):
+    """The kernel killed FFmpeg (or ffprobe) for passing its cgroup's memory.max."""
+
+    code = ErrorCode.TOO_LARGE
+
+    def __init__(self, mib: int) -> None:
+        super().__init__(
+            f"FFmpeg exceeded the memory limit of {mib} MiB",
+            details={"limit": "memory", "job_memory_mib": mib},
+        )
 
 
 class SandboxFailed(JobError):

@@ -26,6 +26,7 @@ from pathlib import Path
 import attrs
 import trio
 
+from ffserve.ffmpeg.cgroup import JobCgroups
 from ffserve.ffmpeg.launch import Launched, launch, terminate
 from ffserve.ffmpeg.sandbox import ChildLimits, Confinement
 from ffserve.ffmpeg.spawn import SANDBOX_EXIT_S, Child, Held, hold
@@ -40,6 +41,7 @@ class Warm:
     held: Held
     limits: ChildLimits
     grace: float
+    cgroups: JobCgroups | None = None
     child: Child | None = None
     taken: bool = False
 
@@ -50,7 +52,7 @@ class Warm:
         one may take) is stopped, and the job's FFmpeg starts cold."""
         if self.child is None:
             with trio.move_on_after(self.grace + SANDBOX_EXIT_S):
-                self.child = await self.held.release(self.limits)
+                self.child = await self.held.release(self.limits, self.cgroups)
             if self.child is None:  # given up: `release` has stopped it
                 self.child = Child(self.held.process, sandboxed=True, sandbox_failed=True)
 
@@ -82,7 +84,7 @@ async def open_warm(
         return await launch(command, stdin=True, pass_fds=pass_fds, cwd=workdir)
 
     held = await hold(start, [shell, "-s"], sandbox=sandbox, workdir=workdir, writable=True)
-    warm = Warm(held, confinement.limits, grace)
+    warm = Warm(held, confinement.limits, grace, confinement.cgroups)
     process = held.process
     try:
         yield warm
