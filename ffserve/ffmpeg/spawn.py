@@ -213,6 +213,7 @@ class Child:
                 signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
             with trio.move_on_after(grace + SANDBOX_EXIT_S, shield=True):
                 await trio.lowlevel.wait_readable(self.pidfd)
+            _reap_orphan(self.pidfd)
             os.close(self.pidfd)
             self.pidfd = None
         _remove(self.cgroup)
@@ -229,6 +230,16 @@ class Child:
         if self.sandbox_failed:
             return True
         return self.sandboxed and self.process.returncode != 0 and stderr.startswith(BWRAP_SAYS)
+
+
+def _reap_orphan(pidfd: int) -> None:
+    """Collect the sandbox's init if it became ours. bwrap exits a moment before it, so
+    it is orphaned and reparented to the nearest reaper: in a container, the server
+    itself (PID 1), which would otherwise keep one zombie per run until the pid limit
+    stops every job. Through its pidfd, never a wait on any child: that would steal
+    the exit status a launch thread is waiting for."""
+    with suppress(ChildProcessError):  # not ours (its reaper is another process)
+        os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
 
 
 class MemoryExceeded(JobError):

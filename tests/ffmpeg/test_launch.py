@@ -176,3 +176,66 @@ async def test_a_child_that_ran_leaves_no_fd_and_takes_no_signal_after(tmp_path:
     process.kill()  # reaped: does nothing, and could reach no process reusing its pid
     process.close()
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+# A server as a container runs it, PID 1, emulated by a child subreaper: orphans of its
+# children become its own. Five cold and five warm sandboxed runs: its new zombies.
+AS_PID_1 = """
+import ctypes, os, sys, trio
+from pathlib import Path
+from ffserve.ffmpeg.process import run_ffmpeg
+from ffserve.ffmpeg.progress import ProgressParser
+from ffserve.ffmpeg.warm import open_warm
+from tests.ffmpeg.test_sandbox import confinement
+
+PR_SET_CHILD_SUBREAPER = 36
+assert ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+root, tool = Path(sys.argv[1]), sys.argv[2:]
+how = confinement(root)
+
+async def run(workdir, warm):
+    await run_ffmpeg(tool, confinement=how, workdir=workdir, parser=ProgressParser(None),
+                     on_progress=lambda _: None, grace=1, warm=warm)
+
+def zombies():
+    me, found = str(os.getpid()), []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        state, ppid = stat[stat.rfind(")") + 2 :].split()[:2]
+        if ppid == me and state == "Z":
+            found.append(pid)
+    return len(found)
+
+async def main():
+    await trio.sleep(0.5)
+    before = zombies()  # the start-up check's (`confinement`): once, not per job
+    for n in range(5):
+        cold, warm_dir = root / f"cold{n}", root / f"warm{n}"
+        cold.mkdir()
+        warm_dir.mkdir()
+        await run(cold, None)
+        async with open_warm(how, warm_dir, shell=how.sandbox.shell, grace=1) as warm:
+            await warm.arm()
+            await run(warm_dir, warm)
+    await trio.sleep(0.5)
+    print(zombies() - before)
+
+trio.run(main)
+"""
+
+
+@needs_bwrap
+async def test_a_server_as_pid_1_collects_each_sandbox_init(tmp_path: Path) -> None:
+    """bwrap exits a moment before its sandbox's init, which is then reparented to the
+    nearest reaper: in a container, the server. Each run must not leave it a zombie."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    result = await trio.run_process(
+        [sys.executable, "-c", AS_PID_1, str(tmp_path), SH, "-c", "true"],
+        env=env,
+        capture_stdout=True,
+        capture_stderr=True,
+    )
+    assert result.stdout.decode().strip() == "0", result.stderr.decode()[-2000:]
