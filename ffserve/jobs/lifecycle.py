@@ -18,6 +18,7 @@ import contextlib
 import logging
 import re
 import signal
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import trio
@@ -267,30 +268,32 @@ async def _run(
 
     prefix = ffmpeg_prefix(config.ffmpeg.ffmpeg, config.ffmpeg.threads)
     max_pixels = config.limits.max_pixels
+
+    async def ffmpeg(
+        args: Sequence[str],
+        parser: ProgressParser,
+        on_progress: Callable[[float], None],
+        warm: Warm | None = None,
+    ) -> None:
+        await run_ffmpeg(
+            [*prefix, *guard_inputs(args, job.operation, max_pixels)],
+            confinement=services.confinement,
+            workdir=workdir,
+            parser=parser,
+            on_progress=on_progress,
+            grace=config.ffmpeg.kill_grace_s,
+            warm=warm,
+        )
+
     for path, text in plan.files:
         await trio.Path(path).write_text(text, encoding="utf-8")
     try:
         with trio.fail_after(config.jobs.timeout_s):
             for step in plan.before:
-                await run_ffmpeg(
-                    [*prefix, *guard_inputs(step, job.operation, max_pixels)],
-                    confinement=services.confinement,
-                    workdir=workdir,
-                    parser=ProgressParser(None),
-                    on_progress=lambda _: None,
-                    grace=config.ffmpeg.kill_grace_s,
-                    warm=warm,  # the first FFmpeg of the job takes it
-                )
+                # The first FFmpeg of the job takes the warm sandbox.
+                await ffmpeg(step, ProgressParser(None), lambda _: None, warm)
             try:
-                await run_ffmpeg(
-                    [*prefix, *guard_inputs(plan.args, job.operation, max_pixels)],
-                    confinement=services.confinement,
-                    workdir=workdir,
-                    parser=parser,
-                    on_progress=report,
-                    grace=config.ffmpeg.kill_grace_s,
-                    warm=warm,
-                )
+                await ffmpeg(plan.args, parser, report, warm)
             except ProcessFailed as exc:
                 fallback = plan.fallback
                 if fallback is None or plan.fallback_on not in exc.stderr_tail:
@@ -298,14 +301,7 @@ async def _run(
                 # The plan's last resort, in the same slot and under the same deadline.
                 plan = fallback
                 outbox.offer(Progress(job.job_id, parser.percentage, plan.stage))
-                await run_ffmpeg(
-                    [*prefix, *guard_inputs(plan.args, job.operation, max_pixels)],
-                    confinement=services.confinement,
-                    workdir=workdir,
-                    parser=parser,
-                    on_progress=report,
-                    grace=config.ffmpeg.kill_grace_s,
-                )
+                await ffmpeg(plan.args, parser, report)
     except trio.TooSlowError:
         raise JobError(
             f"job took longer than {config.jobs.timeout_s:g} s", code=ErrorCode.TIMEOUT
