@@ -31,6 +31,16 @@ PICTURE = ("-f", "lavfi", "-i", "color=c=red:size=160x120:duration=0.04")
 # One keyframe in 2 s: a seek anywhere has to decode from the start.
 H264 = ("-c:v", "libx264", "-preset", "veryfast", "-g", "50")
 AAC = ("-c:a", "aac", "-b:a", "64k")
+# Both sources shifted back a second, and the muxer told to keep the negative timestamps.
+FROM_MINUS_1S = (
+    ("-itsoffset", "-1"),
+    VIDEO,
+    ("-itsoffset", "-1"),
+    TONE,
+    H264,
+    AAC,
+    ("-avoid_negative_ts", "disabled"),
+)
 AV1_ENCODERS = ("libsvtav1", "libaom-av1", "librav1e")
 # Fonts a Debian machine is likely to have (fonts-dejavu-core comes with many packages).
 FONT_DIRS = ("/usr/share/fonts/truetype", "/usr/share/fonts")
@@ -141,24 +151,12 @@ RECIPES = (
     _r(
         "mkv_negative_ts.mkv",
         "timestamps from -1 s (-itsoffset -1, -avoid_negative_ts disabled)",
-        ("-itsoffset", "-1"),
-        VIDEO,
-        ("-itsoffset", "-1"),
-        TONE,
-        H264,
-        AAC,
-        ("-avoid_negative_ts", "disabled"),
+        *FROM_MINUS_1S,
     ),
     _r(
         "mp4_negative_ts.mp4",
         "timestamps from -1 s in MP4 (an edit list hides the first second)",
-        ("-itsoffset", "-1"),
-        VIDEO,
-        ("-itsoffset", "-1"),
-        TONE,
-        H264,
-        AAC,
-        ("-avoid_negative_ts", "disabled"),
+        *FROM_MINUS_1S,
     ),
     _r(
         "mp4_edit_list.mp4",

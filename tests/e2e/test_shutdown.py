@@ -132,6 +132,19 @@ async def wait_draining(http: httpx.AsyncClient, server: ServerProcess) -> None:
         await trio.sleep(0.02)
 
 
+async def errors_until_going_away(client: Client) -> dict[str, str]:
+    """The code of each error the client gets until the server closes with 1001."""
+    finals: dict[str, str] = {}
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            message = await client.recv()
+            if isinstance(message, dict) and message["type"] == "error":
+                finals[message["job_id"]] = message["code"]
+    reason = closed.value.reason
+    assert reason is not None and reason.code == 1001, reason
+    return finals
+
+
 def temp_roots(server: ServerProcess) -> list[Path]:
     return list(server.temp_root.glob("ffserve-*"))
 
@@ -163,14 +176,7 @@ async def test_sigterm_drains_until_deadline_then_stops(tmp_path: Path, blocker:
                 assert still_alive(children) == children  # still draining
                 with trio.fail_after(2 + 15):
                     returncode = await server.process.wait()
-                finals: dict[str, str] = {}
-                with pytest.raises(ConnectionClosed) as closed:
-                    while True:
-                        message = await client.recv()
-                        if isinstance(message, dict) and message["type"] == "error":
-                            finals[message["job_id"]] = message["code"]
-                reason = closed.value.reason
-                assert reason is not None and reason.code == 1001, reason
+                finals = await errors_until_going_away(client)
                 assert finals == {"long": "SHUTTING_DOWN", "waiting": "SHUTTING_DOWN"}
             assert returncode == 0, server.log
             assert still_alive(children) == set()
@@ -211,14 +217,7 @@ async def test_a_drain_waits_for_stopped_jobs_as_long_as_the_kill_grace(
                 children = await wait_children(server)
                 server.process.send_signal(signal.SIGTERM)
                 await wait_draining(http, server)
-                finals: dict[str, str] = {}
-                with pytest.raises(ConnectionClosed) as closed:
-                    while True:
-                        message = await client.recv()
-                        if isinstance(message, dict) and message["type"] == "error":
-                            finals[message["job_id"]] = message["code"]
-                reason = closed.value.reason
-                assert reason is not None and reason.code == 1001, reason
+                finals = await errors_until_going_away(client)
                 assert finals == {"long": "SHUTTING_DOWN"}, finals
                 assert await server.process.wait() == 0, server.log
             assert still_alive(children) == set()

@@ -25,13 +25,12 @@ import trio
 from ffserve.errors import ErrorCode
 from ffserve.ffmpeg import cgroup as cgroup_module
 from ffserve.ffmpeg.cgroup import JobCgroup, JobCgroups, NotDelegated, open_job_cgroups
-from ffserve.ffmpeg.process import run_ffmpeg
-from ffserve.ffmpeg.progress import ProgressParser
 from ffserve.ffmpeg.sandbox import Confinement
 from ffserve.ffmpeg.spawn import MemoryExceeded, _parent_of
 from ffserve.ffmpeg.warm import open_warm
 from tests.conftest import Media, StartServer
 from tests.ffmpeg.test_sandbox import confinement
+from tests.ffmpeg.test_warm import run_in
 from tests.helpers import connect, job_dirs
 
 MIB = 1024 * 1024
@@ -148,15 +147,7 @@ class Entered:
 
 
 async def run(how: Confinement, workdir: Path, args: list[str], warm: Any = None) -> None:
-    await run_ffmpeg(
-        args,
-        confinement=how,
-        workdir=workdir,
-        parser=ProgressParser(None),
-        on_progress=lambda _: None,
-        grace=1.0,
-        warm=warm,
-    )
+    await run_in(how, workdir, args, warm)
 
 
 @needs_bwrap

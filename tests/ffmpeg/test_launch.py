@@ -17,18 +17,16 @@ import shutil
 import signal
 import subprocess
 import sys
-from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
 
 from ffserve.ffmpeg.launch import launch
-from ffserve.ffmpeg.process import run_ffmpeg
-from ffserve.ffmpeg.progress import ProgressParser
 from ffserve.ffmpeg.warm import Warm, open_warm
 from tests.ffmpeg.test_sandbox import confinement
 from tests.ffmpeg.test_spawn import leftovers, processes_with
+from tests.ffmpeg.test_warm import run_in
 from tests.helpers import wait_no_children
 
 SH = "/usr/bin/sh"
@@ -65,18 +63,7 @@ async def test_a_sandboxed_run_outlives_an_idle_thread(tmp_path: Path, warm: boo
 
     async def lasts(warmed: Warm | None) -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(
-                partial(
-                    run_ffmpeg,
-                    TOOL,
-                    confinement=how,
-                    workdir=workdir,
-                    parser=ProgressParser(None),
-                    on_progress=lambda _: None,
-                    grace=1,
-                    warm=warmed,
-                )
-            )
+            nursery.start_soon(run_in, how, workdir, TOOL, warmed)
             await trio.sleep(LASTS_S)
             open_gate(gate)
 
@@ -100,26 +87,31 @@ async def test_a_child_that_cannot_start_raises_and_leaves_no_fd(tmp_path: Path)
 
 
 # A server in miniature: one cold and one warm sandboxed run of a tool that waits forever.
-SERVER = """
-import os, sys, trio
+# What both miniature servers below start with: the job root and the tool from argv, a
+# sandbox, and `run`, a sandboxed run of the tool in a job dir (warm or not).
+MINIATURE = """
+import ctypes, os, sys, trio
 from pathlib import Path
-from ffserve.ffmpeg.process import run_ffmpeg
-from ffserve.ffmpeg.progress import ProgressParser
 from ffserve.ffmpeg.warm import open_warm
 from tests.ffmpeg.test_sandbox import confinement
+from tests.ffmpeg.test_warm import run_in
 
 root, tool = Path(sys.argv[1]), sys.argv[2:]
 how = confinement(root)
+
+async def run(workdir, warm):
+    await run_in(how, workdir, tool, warm)
+"""
+
+SERVER = (
+    MINIATURE
+    + """
 
 def job_dir(name):
     path = root / name
     path.mkdir()
     os.mkfifo(path / "gate")
     return path
-
-async def run(workdir, warm):
-    await run_ffmpeg(tool, confinement=how, workdir=workdir, parser=ProgressParser(None),
-                     on_progress=lambda _: None, grace=1, warm=warm)
 
 async def main():
     cold, warm_dir = job_dir("cold"), job_dir("warm")
@@ -131,6 +123,7 @@ async def main():
 
 trio.run(main)
 """
+)
 
 
 @needs_bwrap
@@ -180,22 +173,11 @@ async def test_a_child_that_ran_leaves_no_fd_and_takes_no_signal_after(tmp_path:
 
 # A server as a container runs it, PID 1, emulated by a child subreaper: orphans of its
 # children become its own. Five cold and five warm sandboxed runs: its new zombies.
-AS_PID_1 = """
-import ctypes, os, sys, trio
-from pathlib import Path
-from ffserve.ffmpeg.process import run_ffmpeg
-from ffserve.ffmpeg.progress import ProgressParser
-from ffserve.ffmpeg.warm import open_warm
-from tests.ffmpeg.test_sandbox import confinement
-
+AS_PID_1 = (
+    MINIATURE
+    + """
 PR_SET_CHILD_SUBREAPER = 36
 assert ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-root, tool = Path(sys.argv[1]), sys.argv[2:]
-how = confinement(root)
-
-async def run(workdir, warm):
-    await run_ffmpeg(tool, confinement=how, workdir=workdir, parser=ProgressParser(None),
-                     on_progress=lambda _: None, grace=1, warm=warm)
 
 def zombies():
     me, found = str(os.getpid()), []
@@ -225,6 +207,7 @@ async def main():
 
 trio.run(main)
 """
+)
 
 
 @needs_bwrap

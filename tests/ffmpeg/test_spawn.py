@@ -20,11 +20,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from ffserve.ffmpeg.process import run_ffmpeg
-from ffserve.ffmpeg.progress import ProgressParser
 from ffserve.ffmpeg.sandbox import Confinement
 from ffserve.ffmpeg.warm import Warm, open_warm
 from tests.ffmpeg.test_sandbox import confinement
+from tests.ffmpeg.test_warm import run_in
 from tests.helpers import wait_no_children
 
 SH = "/usr/bin/sh"
@@ -88,15 +87,7 @@ def limits_seen(root: Path, report: str) -> dict[str, int]:
 
 
 async def run(how: Confinement, workdir: Path, warm: Warm | None = None) -> None:
-    await run_ffmpeg(
-        TOOL,
-        confinement=how,
-        workdir=workdir,
-        parser=ProgressParser(None),
-        on_progress=lambda _: None,
-        grace=1,
-        warm=warm,
-    )
+    await run_in(how, workdir, TOOL, warm)
 
 
 async def test_a_cold_start_cancelled_at_any_moment(tmp_path: Path) -> None:
