@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import trio
 
-from tests.helpers import duration, mean_volume, packet_hash, probe, streams
+from tests.helpers import connect, duration, mean_volume, packet_hash, probe, streams
 
 NO_VIDEO = "NO_VIDEO_STREAM"
 NO_AUDIO = "NO_AUDIO_STREAM"
@@ -145,6 +146,24 @@ class Case:
     options: Callable[[Facts], dict[str, Any]]
     refusal: Callable[[Facts], str | None]  # the error code expected, None if it applies
     check: Callable[[Facts, Path, dict[str, Any]], None]
+
+
+async def run_case(url: str, spec: Case, path: Path, out_dir: Path) -> None:
+    """`spec` on the file at `path` through the server at `url`: refused with the code the
+    file calls for, or completed with outputs (saved in `out_dir`) that pass its check."""
+    f = facts(path)
+    with trio.fail_after(60):
+        async with connect(url) as client:
+            result = await client.run(spec.operation, path, spec.options(f))
+    final = result.final
+    refusal = spec.refusal(f)
+    if refusal is not None:
+        assert final["type"] == "error", final
+        assert final["code"] == refusal, final
+        return
+    assert final["type"] == "completed", final
+    saved = result.save(out_dir)
+    spec.check(f, saved, probe(saved))
 
 
 def needs_timeline(f: Facts) -> str | None:

@@ -10,11 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import trio
 
 from ffserve.service.server import Endpoints
-from tests.e2e.corpus_cases import CASES, facts
-from tests.helpers import CORPUS, connect, probe
+from tests.e2e.corpus_cases import CASES, run_case
+from tests.helpers import CORPUS
 
 if not CORPUS.is_dir():
     pytest.skip(f"no media corpus at {CORPUS}", allow_module_level=True)
@@ -28,19 +27,6 @@ FILES = sorted(p.name for p in CORPUS.iterdir() if p.is_file() and p.name not in
 @pytest.mark.parametrize("name", FILES)
 @pytest.mark.parametrize("case", list(CASES))
 async def test_corpus(server: Endpoints, tmp_path: Path, case: str, name: str) -> None:
-    spec = CASES[case]
-    f = facts(CORPUS / name)
-    with trio.fail_after(60):
-        async with connect(server.url) as client:
-            result = await client.run(spec.operation, CORPUS / name, spec.options(f))
-    final = result.final
-    refusal = spec.refusal(f)
-    if refusal is not None:
-        assert final["type"] == "error", final
-        assert final["code"] == refusal, final
-        return
-    assert final["type"] == "completed", final
     out_dir = tmp_path / name
     out_dir.mkdir()
-    path = result.save(out_dir)
-    spec.check(f, path, probe(path))
+    await run_case(server.url, CASES[case], CORPUS / name, out_dir)

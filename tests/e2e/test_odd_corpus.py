@@ -18,7 +18,7 @@ import trio
 
 from ffserve.service.server import Endpoints
 from tests import oddmedia
-from tests.e2e.corpus_cases import CASES, approx, facts, same_kinds
+from tests.e2e.corpus_cases import CASES, approx, facts, run_case, same_kinds
 from tests.helpers import connect, duration, probe, run_uploads
 
 pytestmark = pytest.mark.odd_corpus
@@ -85,21 +85,7 @@ async def test_odd_corpus(
     case: str,
     name: str,
 ) -> None:
-    path = odd_file(odd_corpus, name)
-    spec = CASES[case]
-    f = facts(path)
-    with trio.fail_after(60):
-        async with connect(server.url) as client:
-            result = await client.run(spec.operation, path, spec.options(f))
-    final = result.final
-    refusal = spec.refusal(f)
-    if refusal is not None:
-        assert final["type"] == "error", final
-        assert final["code"] == refusal, final
-        return
-    assert final["type"] == "completed", final
-    saved = result.save(tmp_path)
-    spec.check(f, saved, probe(saved))
+    await run_case(server.url, CASES[case], odd_file(odd_corpus, name), tmp_path)
 
 
 @pytest.mark.parametrize(("case", "name"), pairs(["concat"]))
